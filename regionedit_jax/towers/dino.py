@@ -1,0 +1,72 @@
+"""Frozen DINO ViT (default ``facebook/dino-vits16``): CLS features for the DINO metric.
+
+Images -> CLS token of the last layer (after the final layernorm) ``[B, width]``, with
+the evaluation preprocessing of DESIGN §2 inside: shorter side to 256 bicubic, centre
+crop 224, ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from regionedit_jax import images as image_ops
+from regionedit_jax.towers import convert, files
+
+DEFAULT = "facebook/dino-vits16"
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dino:
+    """A loaded ViT. ``encode_image`` is pure: ``params`` is passed explicitly."""
+
+    module: Any  # transformers FlaxViTModule without the pooler
+    params: Any
+    dtype: Any
+    dim: int  # hidden size (384 for ViT-S/16)
+    image_size: int  # crop size fed to the ViT
+    resize: int  # shorter side before the crop
+    mean: tuple[float, float, float] = _MEAN
+    std: tuple[float, float, float] = _STD
+
+    def encode_image(self, params, images) -> jax.Array:
+        """NHWC images in [0, 1], any size -> [B, dim] float32 CLS features."""
+        x = image_ops.standardize(images)
+        x = image_ops.resize_center_crop(x, self.resize, self.image_size)
+        x = image_ops.normalize(x, self.mean, self.std).astype(self.dtype)
+        hidden = self.module.apply({"params": params}, x, deterministic=True)[0]
+        return hidden[:, 0].astype(jnp.float32)
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, resize: int | None = None) -> Dino:
+    """Loads a ViT from a hub id or a local folder in the transformers layout.
+
+    The folder holds ``config.json`` (model_type "vit") and ``model.safetensors``
+    (PyTorch layout; a pooler, if saved, is skipped); ``preprocessor_config.json`` is optional.
+    ``resize`` (the shorter side before the centre crop) defaults to 256/224 of the crop.
+    """
+    from transformers import FlaxViTModel, ViTConfig
+
+    folder = files.resolve(name_or_path, "DINO")
+    files.read_config(folder, "DINO", key="model_type", allowed=["vit"])
+    config = ViTConfig.from_pretrained(folder)
+    model = FlaxViTModel(config, dtype=dtype, _do_init=False, add_pooling_layer=False)
+    params = convert.load_params(folder, "model", model.params_shape_tree, what="DINO",
+                                 naming="transformers", dtype=dtype, ignore=[r"^pooler\."],
+                                 strip_prefixes=["vit"])
+    mean, std = _MEAN, _STD
+    processor = os.path.join(folder, "preprocessor_config.json")
+    if os.path.isfile(processor):
+        with open(processor, encoding="utf-8") as f:
+            spec = json.load(f)
+        mean, std = tuple(spec.get("image_mean", mean)), tuple(spec.get("image_std", std))
+    return Dino(module=model.module, params=params, dtype=dtype, dim=config.hidden_size,
+                image_size=config.image_size,
+                resize=resize or round(config.image_size * 256 / 224), mean=mean, std=std)

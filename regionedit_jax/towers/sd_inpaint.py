@@ -1,0 +1,187 @@
+"""Frozen Stable Diffusion inpainting (default ``stable-diffusion-v1-5/stable-diffusion-inpainting``).
+
+Reads the diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/``,
+``text_encoder/``, ``tokenizer/``, ``scheduler/``) without torch: the UNet and VAE
+weights come from ``diffusion_pytorch_model.safetensors`` through ``convert``. Exposes
+pure functions with the project's NHWC boundary:
+
+  unet(params, latents [B, h, w, 9], t [B], text [B, L, C]) -> eps [B, h, w, 4]
+  vae_encode(params, images [B, H, W, 3] in [0, 1]) -> latents [B, H/f, W/f, 4] (scaled)
+  vae_decode(params, latents [B, h, w, 4] (scaled)) -> images [B, h*f, w*f, 3] in [0, 1]
+  encode_text(params, input_ids [B, 77]) -> [B, 77, C] (CLIP text last hidden state)
+
+and the scheduler's training constants as a ``NoiseSchedule`` for the samplers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from regionedit_jax import images as image_ops
+from regionedit_jax.towers import convert, files, text
+
+DEFAULT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+_PIPELINES = ["StableDiffusionInpaintPipeline"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSchedule:
+    """The diffusion training schedule from ``scheduler/scheduler_config.json``."""
+
+    alphas_cumprod: np.ndarray  # [num_train_timesteps] float64
+    num_train_timesteps: int
+    steps_offset: int
+    set_alpha_to_one: bool
+    prediction_type: str  # "epsilon" or "v_prediction"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> NoiseSchedule:
+        n = int(config.get("num_train_timesteps", 1000))
+        start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
+        kind = config.get("beta_schedule", "linear")
+        if config.get("trained_betas") is not None:
+            betas = np.asarray(config["trained_betas"], np.float64)
+        elif kind == "linear":
+            betas = np.linspace(start, end, n, dtype=np.float64)
+        elif kind == "scaled_linear":
+            betas = np.linspace(start**0.5, end**0.5, n, dtype=np.float64) ** 2
+        elif kind == "squaredcos_cap_v2":
+            f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+            t = np.arange(n, dtype=np.float64)
+            betas = np.minimum(1 - f((t + 1) / n) / f(t / n), 0.999)
+        else:
+            raise ValueError(f"scheduler: unsupported beta_schedule {kind!r}; expected linear, "
+                             "scaled_linear or squaredcos_cap_v2.")
+        return cls(alphas_cumprod=np.cumprod(1.0 - betas), num_train_timesteps=n,
+                   steps_offset=int(config.get("steps_offset", 0)),
+                   set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
+                   prediction_type=config.get("prediction_type", "epsilon"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SDInpaint:
+    """A loaded inpainting pipeline. ``params`` holds ``unet``, ``vae`` and ``text_encoder``."""
+
+    unet_module: Any  # diffusers FlaxUNet2DConditionModel
+    vae_module: Any  # diffusers FlaxAutoencoderKL
+    text_module: Any  # transformers FlaxCLIPTextModule
+    params: dict[str, Any]
+    tokenizer: Any
+    schedule: NoiseSchedule
+    dtype: Any
+    scaling_factor: float  # latents = VAE mean * scaling_factor
+    vae_factor: int  # pixels per latent cell along each side (8 for SD)
+    latent_channels: int  # 4
+    text_dim: int  # cross-attention width C (768 for SD 1.x)
+    max_length: int  # 77
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> [B, 77] int32 ids, padded as the diffusers pipelines do (no mask)."""
+        return text.tokenize(self.tokenizer, texts, self.max_length, "SD text encoder")[0]
+
+    def encode_text(self, params, input_ids: jax.Array) -> jax.Array:
+        """[B, 77] ids -> [B, 77, C] text conditioning."""
+        ids = jnp.asarray(input_ids)
+        out = self.text_module.apply({"params": params["text_encoder"]}, ids,
+                                     attention_mask=jnp.ones_like(ids),
+                                     position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape))
+        return out[0]
+
+    def unet(self, params, latents: jax.Array, timesteps: jax.Array, text_emb: jax.Array) -> jax.Array:
+        """[B, h, w, 9] (noisy latents | mask | masked-image latents), [B] steps, [B, L, C] -> [B, h, w, 4]."""
+        x = jnp.transpose(latents.astype(self.dtype), (0, 3, 1, 2))
+        t = jnp.broadcast_to(jnp.asarray(timesteps, jnp.int32), (x.shape[0],))
+        out = self.unet_module.apply({"params": params["unet"]}, x, t, text_emb.astype(self.dtype),
+                                     train=False).sample
+        return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.float32)
+
+    def _check_size(self, h: int, w: int, what: str) -> None:
+        if h % self.vae_factor or w % self.vae_factor:
+            raise ValueError(f"SD inpainting: {what} size {h}x{w} must be a multiple of "
+                             f"{self.vae_factor}; resize or pad the image first.")
+
+    def vae_encode(self, params, images, rng: jax.Array | None = None) -> jax.Array:
+        """[B, H, W, 3] in [0, 1] -> scaled latents [B, H/f, W/f, 4].
+
+        Uses the posterior mean, or a sample from it when ``rng`` is given.
+        """
+        x = image_ops.standardize(images)
+        self._check_size(x.shape[1], x.shape[2], "image")
+        x = jnp.transpose(x * 2.0 - 1.0, (0, 3, 1, 2)).astype(self.dtype)
+        dist = self.vae_module.apply({"params": params["vae"]}, x, method=self.vae_module.encode).latent_dist
+        z = dist.mean if rng is None else dist.sample(rng)
+        return z.astype(jnp.float32) * self.scaling_factor
+
+    def vae_decode(self, params, latents: jax.Array) -> jax.Array:
+        """Scaled latents [B, h, w, 4] -> images [B, h*f, w*f, 3] clipped to [0, 1]."""
+        z = (latents / self.scaling_factor).astype(self.dtype)  # NHWC: decode keeps channels last
+        x = self.vae_module.apply({"params": params["vae"]}, z, method=self.vae_module.decode).sample
+        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32)
+        return jnp.clip(x / 2.0 + 0.5, 0.0, 1.0)
+
+
+def _read_json(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise files.TowerFilesError(f"{what}: {path!r} is not valid JSON ({e}).") from None
+
+
+def _diffusers_model(folder: str, sub: str, cls, allowed: list[str], dtype) -> tuple[Any, Any]:
+    what = f"SD inpainting {sub}/"
+    sub_dir = os.path.join(folder, sub)
+    config = files.read_config(sub_dir, what, key="_class_name", allowed=allowed)
+    model = cls.from_config(config, dtype=dtype)
+    target = jax.eval_shape(model.init_weights, jax.random.key(0))
+    params = convert.load_params(sub_dir, "diffusion_pytorch_model", target, what=what,
+                                 naming="diffusers", dtype=dtype)
+    return model, params
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) -> SDInpaint:
+    """Loads an SD inpainting pipeline folder (diffusers layout) or hub id, without torch."""
+    from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
+
+    what = "SD inpainting"
+    folder = files.resolve(name_or_path, what)
+    files.read_config(folder, what, key="_class_name", allowed=_PIPELINES, name="model_index.json")
+    unet, unet_params = _diffusers_model(folder, "unet", FlaxUNet2DConditionModel,
+                                         ["UNet2DConditionModel"], dtype)
+    if unet.config.in_channels != 9:
+        raise files.TowerFilesError(
+            f"{what}: unet/ takes {unet.config.in_channels} input channels; an inpainting UNet takes 9 "
+            "(noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?")
+    vae, vae_params = _diffusers_model(folder, "vae", FlaxAutoencoderKL, ["AutoencoderKL"], dtype)
+
+    text_dir = os.path.join(folder, "text_encoder")
+    files.read_config(text_dir, f"{what} text_encoder/", key="model_type", allowed=["clip_text_model"])
+    text_config = CLIPTextConfig.from_pretrained(text_dir)
+    text_model = FlaxCLIPTextModel(text_config, dtype=dtype, _do_init=False)
+    text_params = convert.load_params(text_dir, "model", text_model.params_shape_tree,
+                                      what=f"{what} text_encoder/", naming="transformers",
+                                      dtype=dtype, ignore=[r"position_ids$"])
+    tok_dir = os.path.join(folder, "tokenizer")
+    files.require_file(tok_dir, ["vocab.json"], f"{what} tokenizer/", "the CLIP BPE vocabulary")
+    sched_dir = os.path.join(folder, "scheduler")
+    sched_path = files.require_file(sched_dir, ["scheduler_config.json"], f"{what} scheduler/",
+                                    "the scheduler's training constants")
+    return SDInpaint(
+        unet_module=unet, vae_module=vae, text_module=text_model.module,
+        params={"unet": unet_params, "vae": vae_params, "text_encoder": text_params},
+        tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
+        schedule=NoiseSchedule.from_config(_read_json(sched_path, f"{what} scheduler/")),
+        dtype=dtype, scaling_factor=float(vae.config.get("scaling_factor", 0.18215)),
+        vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
+        latent_channels=int(vae.config.latent_channels), text_dim=int(text_config.hidden_size),
+        max_length=int(text_config.max_position_embeddings),
+    )

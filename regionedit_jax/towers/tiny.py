@@ -1,0 +1,293 @@
+"""Tiny random towers, written to disk in exactly the Hugging Face layouts real weights use.
+
+``python -m regionedit_jax.towers.tiny --out DIR [--seed N]`` writes::
+
+  DIR/clip/        config.json, model.safetensors, tokenizer files, preprocessor_config.json
+  DIR/t5/          config.json, model.safetensors (full encoder-decoder), spiece.model, tokenizer files
+  DIR/sd_inpaint/  model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
+  DIR/dino/        config.json, model.safetensors, preprocessor_config.json
+  DIR/bundle.json  what was written, with which seed
+
+Weights are small and random (numpy, deterministic for a seed on every machine); the
+tokenizers are real: CLIP's BPE vocabulary from the ``openai-clip`` package and a
+SentencePiece model with T5's special ids trained on text shipped in ``assets/``. Every
+tower loads the bundle through the same ``load()`` as real weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+from flax import traverse_util
+
+from regionedit_jax.towers import convert
+
+FORMAT = 1  # bump when the bundle's contents change (the torch reference fixture records it)
+_ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+_CLIP_IMAGE = 32  # tiny CLIP and DINO input resolution
+_WIDTH = 32  # every tiny tower's width (so the joint CLIP space and T5 both have d = 32)
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode map."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = keep[:], 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars)))
+
+
+def write_clip_tokenizer(out: str) -> None:
+    """Converts the openai-clip BPE file to the transformers CLIP tokenizer files in ``out``."""
+    from transformers import CLIPTokenizerFast
+
+    spec = importlib.util.find_spec("clip")  # located, never imported (it would import torch)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("The real CLIP vocabulary ships in the openai-clip package: "
+                                  "pip install openai-clip==1.0.1")
+    bpe = os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
+    with gzip.open(bpe, "rt", encoding="utf-8") as f:
+        merges = [tuple(line.split()) for line in f.read().split("\n")[1:49152 - 256 - 2 + 1]]
+    chars = list(_bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges_file = os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt")
+        with open(vocab, "w", encoding="utf-8") as f:
+            json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
+        with open(merges_file, "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+        tokenizer = CLIPTokenizerFast(vocab, merges_file, model_max_length=77)
+        tokenizer.save_pretrained(out)
+
+
+def write_t5_tokenizer(out: str, vocab_size: int = 2000) -> int:
+    """Trains a SentencePiece unigram model with T5's ids (pad 0, eos 1, unk 2, no bos).
+
+    Returns the tokenizer's vocabulary size including T5's 100 sentinel tokens.
+    """
+    import sentencepiece as spm
+    from transformers import T5TokenizerFast
+
+    os.makedirs(out, exist_ok=True)
+    prefix = os.path.join(out, "spiece")
+    spm.SentencePieceTrainer.train(
+        input=os.path.join(_ASSETS, "t5_corpus.txt"), model_prefix=prefix, model_type="unigram",
+        vocab_size=vocab_size, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
+        shuffle_input_sentence=False, minloglevel=2)
+    os.remove(prefix + ".vocab")
+    # add_prefix_space: the first word gets "▁" like every other, as SentencePiece itself does.
+    tokenizer = T5TokenizerFast(vocab_file=prefix + ".model", extra_ids=100, model_max_length=512,
+                                add_prefix_space=True)
+    tokenizer.save_pretrained(out)
+    return len(tokenizer)
+
+
+# ------------------------------------------------------------------------------ weights
+
+
+def random_params(shapes: Any, seed: int) -> Any:
+    """Random params for a tree of shapes: every value non-trivial, so a mis-mapped weight shows.
+
+    Each leaf's values depend only on (seed, its path), via numpy's PCG64: identical on
+    every machine. Kernels ~ N(0, 1/fan_in); norm scales ~ 1 + N(0, 0.1); the rest ~ N(0, 0.05).
+    """
+    out = {}
+    for path, leaf in traverse_util.flatten_dict(shapes).items():
+        digest = hashlib.sha256(f"{seed}/{'/'.join(path)}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        shape, name = tuple(leaf.shape), path[-1]
+        noise = rng.standard_normal(shape)
+        if name == "kernel":
+            value = noise / np.sqrt(max(1, int(np.prod(shape[:-1]))))
+        elif name == "scale" or (name == "weight" and len(shape) == 1):
+            value = 1.0 + 0.1 * noise
+        elif name == "logit_scale":
+            value = np.full(shape, np.log(1 / 0.07))
+        elif name == "embedding":
+            value = 0.5 * noise
+        else:
+            value = 0.05 * noise
+        out[path] = value.astype(np.float32)
+    return traverse_util.unflatten_dict(out)
+
+
+def _write_model(out: str, params: Any, naming: convert.Naming, base: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    convert.write_safetensors(convert.flax_to_torch(params, naming=naming), os.path.join(out, f"{base}.safetensors"))
+
+
+def _write_json(path: str, obj: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _clip_text_config(**overrides) -> dict[str, Any]:
+    return dict(hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=77, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
+                pad_token_id=49407, **overrides)
+
+
+def write_clip(out: str, seed: int) -> None:
+    from transformers import CLIPConfig, FlaxCLIPModel
+
+    config = CLIPConfig(
+        text_config=_clip_text_config(),
+        vision_config=dict(hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=_CLIP_IMAGE, patch_size=4),
+        projection_dim=_WIDTH, architectures=["CLIPModel"])
+    config.save_pretrained(out)
+    _write_model(out, random_params(FlaxCLIPModel(config, _do_init=False).params_shape_tree, seed),
+                 "transformers", "model")
+    write_clip_tokenizer(out)
+    _write_json(os.path.join(out, "preprocessor_config.json"), {
+        "crop_size": {"height": _CLIP_IMAGE, "width": _CLIP_IMAGE}, "do_center_crop": True,
+        "do_normalize": True, "do_resize": True, "image_processor_type": "CLIPImageProcessor",
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3, "size": {"shortest_edge": _CLIP_IMAGE}})
+
+
+def write_t5(out: str, seed: int) -> None:
+    from transformers import FlaxT5ForConditionalGeneration, T5Config
+
+    vocab = write_t5_tokenizer(out)
+    config = T5Config(vocab_size=vocab, d_model=_WIDTH, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                      feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                      decoder_start_token_id=0, architectures=["T5ForConditionalGeneration"])
+    config.save_pretrained(out)
+    model = FlaxT5ForConditionalGeneration(config, _do_init=False)
+    _write_model(out, random_params(model.params_shape_tree, seed), "transformers", "model")
+
+
+def write_dino(out: str, seed: int) -> None:
+    from transformers import FlaxViTModel, ViTConfig
+
+    config = ViTConfig(hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       image_size=_CLIP_IMAGE, patch_size=8, qkv_bias=True, architectures=["ViTModel"])
+    config.save_pretrained(out)
+    _write_model(out, random_params(FlaxViTModel(config, _do_init=False).params_shape_tree, seed),
+                 "transformers", "model")
+    _write_json(os.path.join(out, "preprocessor_config.json"), {
+        "do_normalize": True, "do_resize": True, "image_processor_type": "ViTImageProcessor",
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3,
+        "size": {"height": _CLIP_IMAGE, "width": _CLIP_IMAGE}})
+
+
+# The fields diffusers' save_pretrained writes for SD 1.x inpainting, at tiny sizes.
+UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 4,
+    "block_out_channels": [32, 64], "center_input_sample": False, "cross_attention_dim": _WIDTH,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "downsample_padding": 1,
+    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 9, "layers_per_block": 1,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4,
+    "sample_size": 16, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+}
+VAE_CONFIG = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 64],
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"], "in_channels": 3,
+    "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32, "out_channels": 3,
+    "sample_size": 32, "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+}
+# SD 1.x's real training schedule (scheduler/scheduler_config.json of the inpainting pipeline).
+SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
+    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+}
+
+
+def write_sd_inpaint(out: str, seed: int) -> None:
+    import jax
+    from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
+    from transformers import CLIPTextConfig, FlaxCLIPTextModel
+
+    version = {"_diffusers_version": "0.39.0"}
+    _write_json(os.path.join(out, "model_index.json"), {
+        "_class_name": "StableDiffusionInpaintPipeline", **version,
+        "feature_extractor": [None, None], "requires_safety_checker": False,
+        "safety_checker": [None, None], "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})
+    for sub, cls, config in (("unet", FlaxUNet2DConditionModel, UNET_CONFIG),
+                             ("vae", FlaxAutoencoderKL, VAE_CONFIG)):
+        _write_json(os.path.join(out, sub, "config.json"), {**config, **version})
+        shapes = jax.eval_shape(cls.from_config(config).init_weights, jax.random.key(0))
+        _write_model(os.path.join(out, sub), random_params(shapes, seed + hash_name(sub)),
+                     "diffusers", "diffusion_pytorch_model")
+    text_config = CLIPTextConfig(**_clip_text_config(architectures=["CLIPTextModel"]))
+    text_config.save_pretrained(os.path.join(out, "text_encoder"))
+    text_shapes = FlaxCLIPTextModel(text_config, _do_init=False).params_shape_tree
+    _write_model(os.path.join(out, "text_encoder"), random_params(text_shapes, seed + hash_name("text")),
+                 "transformers", "model")
+    write_clip_tokenizer(os.path.join(out, "tokenizer"))
+    _write_json(os.path.join(out, "scheduler", "scheduler_config.json"), {**SCHEDULER_CONFIG, **version})
+
+
+def hash_name(name: str) -> int:
+    """A small stable integer per name (Python's hash() differs between processes)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:2], "little")
+
+
+WRITERS = {"clip": write_clip, "t5": write_t5, "sd_inpaint": write_sd_inpaint, "dino": write_dino}
+
+
+def write_bundle(out: str, seed: int = 0, force: bool = False) -> str:
+    """Writes the tiny bundle to ``out`` (atomically); returns ``out``.
+
+    An existing complete bundle with the same seed and format is kept unless ``force``.
+    """
+    manifest = {"format": FORMAT, "seed": seed, "towers": sorted(WRITERS)}
+    marker = os.path.join(out, "bundle.json")
+    if not force and os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as f:
+            if json.load(f) == manifest:
+                return out
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tiny-", dir=parent)
+    try:
+        for name, write in WRITERS.items():
+            write(os.path.join(tmp, name), seed + hash_name(name))
+        _write_json(os.path.join(tmp, "bundle.json"), manifest)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder to write the bundle into")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the weights")
+    parser.add_argument("--force", action="store_true", help="rewrite an existing bundle")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    write_bundle(args.out, args.seed, args.force)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs)
+    print(f"tiny bundle in {args.out} ({size / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
