@@ -155,12 +155,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     what = "SD inpainting"
     folder = files.resolve(name_or_path, what)
     files.read_config(folder, what, key="_class_name", allowed=_PIPELINES, name="model_index.json")
+    unet_config = files.read_config(os.path.join(folder, "unet"), f"{what} unet/", key="_class_name",
+                                    allowed=["UNet2DConditionModel"])
+    if unet_config.get("in_channels") != 9:
+        raise files.TowerFilesError(
+            f"{what}: unet/ takes {unet_config.get('in_channels')} input channels; an inpainting UNet "
+            "takes 9 (noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?")
     unet, unet_params = _diffusers_model(folder, "unet", FlaxUNet2DConditionModel,
                                          ["UNet2DConditionModel"], dtype)
-    if unet.config.in_channels != 9:
-        raise files.TowerFilesError(
-            f"{what}: unet/ takes {unet.config.in_channels} input channels; an inpainting UNet takes 9 "
-            "(noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?")
     vae, vae_params = _diffusers_model(folder, "vae", FlaxAutoencoderKL, ["AutoencoderKL"], dtype)
 
     text_dir = os.path.join(folder, "text_encoder")

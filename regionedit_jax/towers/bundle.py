@@ -1,0 +1,48 @@
+"""A config's frozen towers, loaded by name (``config.towers``; see configs/common.py)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import jax.numpy as jnp
+
+NAMES = ("clip", "t5", "sd_inpaint", "dino")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def dtype_of(name: str) -> Any:
+    """"float32" | "bfloat16" -> the jnp dtype, with a clear error for anything else."""
+    if name not in _DTYPES:
+        raise ValueError(f"tower dtype must be one of {sorted(_DTYPES)}; got {name!r}.")
+    return _DTYPES[name]
+
+
+def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[str, Any]:
+    """Loads the named towers; a tiny ``bundle`` is written first when it is missing.
+
+    Args:
+      towers_config: ``config.towers``: ``bundle`` and one entry per tower with ``path``,
+        ``dtype`` and extra load arguments (``max_length`` for T5).
+      names: which towers to load.
+      seed: seed of a tiny bundle that has to be written.
+    Returns:
+      name -> loaded tower object.
+    """
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown towers {unknown}; expected some of {list(NAMES)}.")
+    bundle = towers_config.get("bundle", "")
+    if bundle:
+        from regionedit_jax.towers import tiny
+
+        tiny.write_bundle(bundle, seed=seed)
+    out = {}
+    for name in names:
+        spec = dict(towers_config[name])
+        path = os.path.join(bundle, name) if bundle else spec.pop("path")
+        spec.pop("path", None)
+        spec["dtype"] = dtype_of(spec["dtype"])
+        out[name] = importlib.import_module(f"regionedit_jax.towers.{name}").load(path, **spec)
+    return out

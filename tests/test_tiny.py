@@ -1,0 +1,62 @@
+"""The tiny bundle: real layouts, real tokenizers, deterministic for a seed, safe to rewrite."""
+
+import hashlib
+import json
+import os
+
+from regionedit_jax.towers import tiny
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for root, _, names in sorted(os.walk(folder)):
+        for name in sorted(names):
+            if name.endswith(".safetensors"):
+                h.update(open(os.path.join(root, name), "rb").read())
+    return h.hexdigest()
+
+
+def test_layout_is_the_hugging_face_one(tiny_bundle):
+    expected = {
+        "clip": ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
+                 "preprocessor_config.json"],
+        "t5": ["config.json", "model.safetensors", "spiece.model", "tokenizer.json"],
+        "dino": ["config.json", "model.safetensors", "preprocessor_config.json"],
+        "sd_inpaint": ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                       "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+                       "text_encoder/config.json", "text_encoder/model.safetensors",
+                       "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"],
+    }
+    for tower, names in expected.items():
+        for name in names:
+            assert os.path.isfile(os.path.join(tiny_bundle, tower, name)), f"{tower}/{name}"
+    index = json.load(open(os.path.join(tiny_bundle, "sd_inpaint", "model_index.json")))
+    assert index["_class_name"] == "StableDiffusionInpaintPipeline"
+    assert json.load(open(os.path.join(tiny_bundle, "t5", "config.json")))["architectures"] == [
+        "T5ForConditionalGeneration"]
+
+
+def test_deterministic_for_a_seed_and_kept_when_complete(tiny_bundle, tmp_path):
+    again = tiny.write_bundle(str(tmp_path / "again"), seed=0)
+    assert _digest(again) == _digest(tiny_bundle)
+    other = tiny.write_bundle(str(tmp_path / "other"), seed=1)
+    assert _digest(other) != _digest(tiny_bundle)
+    marker = os.path.join(again, "bundle.json")
+    before = os.path.getmtime(marker)
+    tiny.write_bundle(again, seed=0)  # complete and identical: kept
+    assert os.path.getmtime(marker) == before
+    tiny.write_bundle(again, seed=2)  # another seed: rewritten
+    assert json.load(open(marker))["seed"] == 2
+
+
+def test_t5_tokenizer_uses_t5_ids(t5_tower):
+    tok = t5_tower.tokenizer
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert tok.tokenize("replace the cookies")[0] == "▁re"  # first word gets "▁", as in SentencePiece
+    assert len(tok) == tok.vocab_size and "<extra_id_0>" in tok.get_vocab()
+
+
+def test_cli(tmp_path, capsys):
+    tiny.main(["--out", str(tmp_path / "b"), "--seed", "0"])
+    assert "tiny bundle in" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "b" / "bundle.json")

@@ -1,0 +1,117 @@
+"""The JAX towers against PyTorch: outputs and weight files match ``fixtures/torch_reference.npz``.
+
+The fixture comes from ``tests/make_torch_reference.py`` (torch, transformers and diffusers
+PyTorch classes on the same tiny bundle); it needs no torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torch_reference.npz")
+RERUN = "the tiny bundle changed: rerun tests/make_torch_reference.py"
+TIGHT, LOOSE = 1e-5, 1e-4  # encoders; UNet and VAE (deeper, with group norms and convolutions)
+
+
+def safetensors_manifest(path: str) -> dict:
+    """The header of a safetensors file: metadata and sorted [key, shape, dtype] rows."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    metadata = header.pop("__metadata__", {})
+    return {"metadata": metadata, "tensors": sorted([k, list(v["shape"]), v["dtype"]] for k, v in header.items())}
+
+
+def bundle_sha256(bundle: str) -> str:
+    """sha256 over every safetensors file of the bundle (relative path and bytes, sorted)."""
+    h = hashlib.sha256()
+    paths = sorted(os.path.relpath(os.path.join(d, f), bundle).replace(os.sep, "/")
+                   for d, _, fs in os.walk(bundle) for f in fs if f.endswith(".safetensors"))
+    for rel in paths:
+        h.update(rel.encode() + b"\0")
+        with open(os.path.join(bundle, rel), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def ref(tiny_bundle) -> dict[str, np.ndarray]:
+    """The fixture's arrays, once the bundle is known to be the one it was made from."""
+    with np.load(FIXTURE) as data:
+        out = {k: data[k] for k in data.files}
+    if bundle_sha256(tiny_bundle) != str(out["bundle_sha256"]):
+        pytest.fail(RERUN)
+    return out
+
+
+def assert_close(ours, theirs, atol: float, what: str) -> None:
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} vs torch {theirs.shape}"
+    err = float(np.max(np.abs(ours - theirs)))
+    assert err <= atol, f"{what}: max abs error {err:.3g} vs torch exceeds {atol:g}"
+
+
+def test_weight_files_are_what_save_pretrained_writes(ref, tiny_bundle):
+    expected = json.loads(str(ref["manifests"]))
+    for rel, manifest in expected.items():
+        assert safetensors_manifest(os.path.join(tiny_bundle, rel)) == manifest, rel
+
+
+def test_tokenizers(ref, clip_tower, t5_tower, sd_tower):
+    ids, mask = clip_tower.tokenize(list(ref["clip_texts"]))
+    np.testing.assert_array_equal(ids, ref["clip_input_ids"])
+    np.testing.assert_array_equal(mask, ref["clip_attention_mask"])
+    ids, mask = t5_tower.tokenize(list(ref["t5_texts"]))
+    np.testing.assert_array_equal(ids, ref["t5_input_ids"])
+    np.testing.assert_array_equal(mask, ref["t5_attention_mask"])
+    np.testing.assert_array_equal(sd_tower.tokenize(list(ref["sd_texts"])), ref["sd_input_ids"])
+
+
+def test_clip_text(ref, clip_tower):
+    out = jax.jit(clip_tower.encode_text)(clip_tower.params, ref["clip_input_ids"], ref["clip_attention_mask"])
+    assert_close(out, ref["clip_text_embeds"], TIGHT, "CLIP text embeds")
+
+
+def test_clip_image(ref, clip_tower):
+    assert ref["clip_images"].shape[1] == clip_tower.image_size  # the resize is the identity
+    cls, patches = jax.jit(clip_tower.encode_image)(clip_tower.params, ref["clip_images"])
+    assert_close(cls, ref["clip_image_cls"], TIGHT, "CLIP image CLS")
+    assert_close(patches, ref["clip_image_patches"], TIGHT, "CLIP patch tokens")
+
+
+def test_t5_encoder(ref, t5_tower):
+    out = jax.jit(t5_tower.encode)(t5_tower.params, ref["t5_input_ids"], ref["t5_attention_mask"])
+    assert_close(out, ref["t5_hidden"], TIGHT, "T5 encoder states")
+
+
+def test_dino_cls(ref, dino_tower):
+    # The tower resizes the shorter side to 256/224 of the crop first; at the crop size it is the identity.
+    tower = dataclasses.replace(dino_tower, resize=dino_tower.image_size)
+    assert ref["dino_images"].shape[1] == tower.image_size
+    out = jax.jit(tower.encode_image)(tower.params, ref["dino_images"])
+    assert_close(out, ref["dino_cls"], TIGHT, "ViT CLS")
+
+
+def test_sd_unet(ref, sd_tower):
+    out = jax.jit(sd_tower.unet)(sd_tower.params, ref["unet_sample"], ref["unet_timesteps"], ref["unet_text"])
+    assert_close(out, ref["unet_eps"], LOOSE, "UNet noise prediction")
+
+
+def test_sd_vae(ref, sd_tower):
+    latents = jax.jit(sd_tower.vae_encode)(sd_tower.params, ref["vae_images"])
+    assert_close(latents, ref["vae_latents_mean"], LOOSE, "VAE encode (scaled posterior mean)")
+    images = jax.jit(sd_tower.vae_decode)(sd_tower.params, ref["vae_latents"])
+    assert_close(images, ref["vae_decoded"], LOOSE, "VAE decode")
+
+
+def test_sd_text_encoder(ref, sd_tower):
+    out = jax.jit(sd_tower.encode_text)(sd_tower.params, ref["sd_input_ids"])
+    assert_close(out, ref["sd_text_hidden"], TIGHT, "SD text encoder states")
