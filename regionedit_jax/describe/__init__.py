@@ -1,8 +1,8 @@
 """Captioners, rewriters and instruction writers behind one interface, chosen by name.
 
-    describer = make("rules")
-    describer.rewrite(["a cat on a sofa"], ["turn the cat into a dog"])  # ["a dog on a sofa"]
-    make({"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "..."})
+describer = make("rules")
+describer.rewrite(["a cat on a sofa"], ["turn the cat into a dog"])  # ["a dog on a sofa"]
+make({"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "..."})
 """
 
 from __future__ import annotations

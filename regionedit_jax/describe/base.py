@@ -7,8 +7,9 @@ validates inputs and reports per-item rejects the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Sequence, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 ROLES: tuple[str, ...] = ("caption", "rewrite", "write_instructions")
 
@@ -152,7 +153,9 @@ class Describer:
                 f"rewrite needs one instruction per caption, got {len(sources)} captions "
                 f"and {len(edits)} instructions"
             )
-        return self._batch(lambda pair: self._rewrite_one(*pair), list(zip(sources, edits)), on_error)
+        return self._batch(
+            lambda pair: self._rewrite_one(*pair), list(zip(sources, edits, strict=True)), on_error
+        )
 
     @overload
     def write_instructions(
@@ -164,7 +167,9 @@ class Describer:
         self, captions: Sequence[str], *, on_error: Literal["return"]
     ) -> list[Edit | DescribeError]: ...
 
-    def write_instructions(self, captions: Sequence[str], *, on_error: OnError = "raise") -> list[Any]:
+    def write_instructions(
+        self, captions: Sequence[str], *, on_error: OnError = "raise"
+    ) -> list[Any]:
         """One Edit (instruction, target caption) per plain caption, for building training data."""
         self._require("write_instructions")
         return self._batch(self._write_one, list(captions), on_error)

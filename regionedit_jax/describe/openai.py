@@ -25,9 +25,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -83,7 +84,9 @@ def _png(pixels: np.ndarray) -> bytes:
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         body = tag + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return (
@@ -95,7 +98,7 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def image_data_url(image: Any) -> str:
-    """A data URL for an image: numpy HWC (float in [0, 1] or uint8), a PIL image, or PNG/JPEG bytes."""
+    """A data URL for numpy HWC (float in [0, 1] or uint8), a PIL image, or PNG/JPEG bytes."""
     if isinstance(image, (bytes, bytearray)):
         data = bytes(image)
         if data.startswith(b"\x89PNG"):
@@ -105,6 +108,8 @@ def image_data_url(image: Any) -> str:
         else:
             raise DescribeError("bad_image", "image bytes are neither PNG nor JPEG")
     elif hasattr(image, "save") and hasattr(image, "mode"):
+        if image.mode not in ("RGB", "RGBA", "L", "LA"):
+            image = image.convert("RGB")
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data, mime = buffer.getvalue(), "image/png"
@@ -113,7 +118,7 @@ def image_data_url(image: Any) -> str:
             pixels = np.asarray(image)
         except (TypeError, ValueError) as err:
             raise DescribeError("bad_image", f"cannot read image: {err}") from err
-        if pixels.ndim == 3 and pixels.shape[-1] not in (1, 2, 3, 4) or pixels.ndim not in (2, 3):
+        if (pixels.ndim == 3 and pixels.shape[-1] not in (1, 2, 3, 4)) or pixels.ndim not in (2, 3):
             raise DescribeError(
                 "bad_image", f"image must be [H, W] or [H, W, C<=4], got shape {pixels.shape}"
             )
@@ -137,7 +142,9 @@ def parse_answer(content: Any, fields: tuple[str, ...]) -> dict[str, str]:
     "bad_json" or "bad_schema".
     """
     if not isinstance(content, str):
-        raise DescribeError("bad_json", f"the answer has no text content (got {type(content).__name__})")
+        raise DescribeError(
+            "bad_json", f"the answer has no text content (got {type(content).__name__})"
+        )
     text = content.strip()
     if text.startswith("```"):
         text = text.strip("`").strip()
@@ -145,7 +152,9 @@ def parse_answer(content: Any, fields: tuple[str, ...]) -> dict[str, str]:
     try:
         answer = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DescribeError("bad_json", f"the answer is not JSON ({err.msg}): {content[:200]!r}") from err
+        raise DescribeError(
+            "bad_json", f"the answer is not JSON ({err.msg}): {content[:200]!r}"
+        ) from err
     if not isinstance(answer, dict):
         raise DescribeError("bad_json", f"the answer is JSON but not an object: {content[:200]!r}")
     if isinstance(answer.get("error"), str) and not any(answer.get(f) for f in fields):
@@ -167,7 +176,8 @@ def parse_answer(content: Any, fields: tuple[str, ...]) -> dict[str, str]:
 class OpenAIDescriber(Describer):
     """Captioner, rewriter and instruction writer backed by an OpenAI-compatible server.
 
-    base_url: the API root, e.g. "http://127.0.0.1:8000/v1" (requests go to base_url + "/chat/completions").
+    base_url: the API root, e.g. "http://127.0.0.1:8000/v1"; requests go to
+        base_url + "/chat/completions".
     model: text model for rewrite and write_instructions; vision_model: the model for caption.
     api_key_env: name of the environment variable holding the key (None: send no key).
     timeout: seconds per HTTP request; max_retries: extra attempts after a retryable failure
@@ -279,8 +289,8 @@ class OpenAIDescriber(Describer):
         cached = self._cache_get(key)
         if cached is not None:
             return parse_answer(cached, fields)
-        error: DescribeError | None = None
-        for attempt in range(self.max_retries + 1):
+        attempt = 1
+        while True:
             content = self._post(body)
             try:
                 answer = parse_answer(content, fields)
@@ -288,15 +298,15 @@ class OpenAIDescriber(Describer):
                 if err.reason == "refused":
                     self._cache_put(key, content)
                     raise
-                error = err
-                log.warning("%s: malformed answer (attempt %d): %s", self.url, attempt + 1, err)
+                if attempt > self.max_retries:
+                    raise DescribeError(
+                        err.reason, f"{err.message} (after {attempt} attempts)"
+                    ) from None
+                log.warning("%s: malformed answer (attempt %d): %s", self.url, attempt, err)
+                attempt += 1
                 continue
             self._cache_put(key, content)
             return answer
-        assert error is not None
-        raise DescribeError(
-            error.reason, f"{error.message} (after {self.max_retries + 1} attempts)"
-        )
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -319,7 +329,9 @@ class OpenAIDescriber(Describer):
             if attempt:
                 self._sleep(attempt, problem, retry_after)
                 retry_after = None
-            request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
+            request = urllib.request.Request(
+                self.url, data=data, headers=self._headers(), method="POST"
+            )
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     raw = response.read()
@@ -366,7 +378,9 @@ class OpenAIDescriber(Describer):
         else:
             delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
             delay *= 1.0 + 0.1 * random.random()
-        log.warning("%s: %s; retry %d/%d in %.2f s", self.url, problem, attempt, self.max_retries, delay)
+        log.warning(
+            "%s: %s; retry %d/%d in %.2f s", self.url, problem, attempt, self.max_retries, delay
+        )
         time.sleep(delay)
 
     # Cache ------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from regionedit_jax.describe.base import DescribeError, Describer, Edit, check_text
 
@@ -28,7 +28,8 @@ DETERMINERS = frozenset(
     "six seven eight nine ten several many few all both each every".split()
 )
 _PLURAL_DETS = frozenset(
-    "some these those two three four five six seven eight nine ten several many few all both".split()
+    "some these those two three four five six seven eight nine ten several many few all "
+    "both".split()
 )
 _DEFINITE = frozenset("the this that these those his her its their my your our".split())
 _PRONOUNS = frozenset("it him her them he she they this that".split())
@@ -208,7 +209,7 @@ def _is_plural(word: str) -> bool:
 
 def _last_word_phrase(phrase: str, fn: Callable[[str], str]) -> str:
     words = phrase.split()
-    return " ".join(words[:-1] + [fn(words[-1])]) if words else phrase
+    return " ".join([*words[:-1], fn(words[-1])]) if words else phrase
 
 
 def _a_or_an(word: str) -> str:
@@ -273,7 +274,7 @@ def _lower_first(text: str) -> str:
 
 def _np(text: str) -> str:
     """Clean a noun phrase taken from an instruction."""
-    text = text.strip(" \"'“”‘’,")
+    text = text.strip(" \"'\u201c\u201d\u2018\u2019,")
     text = re.sub(r"\s+(?:too|as well|also)$", "", text, flags=re.I)
     text = re.sub(
         r"\s+(?:on|to|at|in)\s+the\s+(?:left|right|top|bottom|middle|center|centre|front|back)"
@@ -342,13 +343,16 @@ def _span_at(caption: str, start: int, end: int) -> _Span:
         det_end = det_end if det_end != start else np_start
     words = list(_TOKEN.finditer(caption[start:end]))
     head_start = start + words[-1].start() if words else start
-    return _Span(np_start, det, det_end, start, head_start, end, _is_plural(caption[head_start:end]))
+    plural = _is_plural(caption[head_start:end])
+    return _Span(np_start, det, det_end, start, head_start, end, plural)
 
 
 def _is_modifier(caption: str, end: int) -> bool:
     """Whether the word ending at `end` modifies a following noun ("tree" in "tree branch")."""
     nxt = _TOKEN.match(caption, end + len(caption[end:]) - len(caption[end:].lstrip()))
-    return nxt is not None and not _is_stop(nxt.group(0)) and nxt.group(0).lower() not in DETERMINERS
+    if nxt is None:
+        return False
+    return not _is_stop(nxt.group(0)) and nxt.group(0).lower() not in DETERMINERS
 
 
 def _search(caption: str, form: str) -> re.Match[str] | None:
@@ -396,7 +400,9 @@ def _find(caption: str, phrase: str) -> _Span | None:
 
 
 def _not_found(caption: str, phrase: str) -> DescribeError:
-    return DescribeError("not_found", f"{_core(phrase)!r} is not mentioned in the caption {caption!r}")
+    return DescribeError(
+        "not_found", f"{_core(phrase)!r} is not mentioned in the caption {caption!r}"
+    )
 
 
 # Caption operations ---------------------------------------------------------------------------
@@ -772,11 +778,13 @@ _VERBS = (
     r"substitute|swap|switch|exchange|change|turn|make|transform|convert|give|have|let|set|move|"
     r"colou?r|recolou?r|dye|render|redraw|blur"
 )
-_STEP_SPLIT = re.compile(rf"\s*(?:;|,?\s+(?:and then|and|then|also|plus)\s+|,\s+)(?=(?:{_VERBS})\b)", re.I)
+_STEP_SPLIT = re.compile(
+    rf"\s*(?:;|,?\s+(?:and then|and|then|also|plus)\s+|,\s+)(?=(?:{_VERBS})\b)", re.I
+)
 
 
 def _clean(text: str) -> str:
-    text = text.replace("’", "'").replace("‘", "'")
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
     if text.upper() == text:
         text = text.lower()
     text = " ".join(text.split())
@@ -803,9 +811,12 @@ Rule = Callable[[str, re.Match[str], bool], "str | None"]
 
 def _rule_add(caption: str, m: re.Match[str], strict: bool) -> str | None:
     rest = m.group("rest")
-    bg = re.fullmatch(r"(?P<obj>.+?)\s+(?:in|to|into|as)\s+(?:the\s+)?(?:background|backdrop)", rest, re.I)
+    bg = re.fullmatch(
+        r"(?P<obj>.+?)\s+(?:in|to|into|as)\s+(?:the\s+)?(?:background|backdrop)", rest, re.I
+    )
     if bg:
-        return _strip_background(caption) + f" with {_with_article(_np(bg.group('obj')))} in the background"
+        obj = _with_article(_np(bg.group("obj")))
+        return f"{_strip_background(caption)} with {obj} in the background"
     move = re.fullmatch(rf"(?P<obj>.+?)\s+(?:{_PREPS})\s+(?P<loc>.+)", rest, re.I)
     if move:
         obj = _np(move.group("obj"))
@@ -867,8 +878,7 @@ def _rule_make(caption: str, m: re.Match[str], strict: bool) -> str | None:
 
 
 def _rule_transitive(caption: str, m: re.Match[str], strict: bool) -> str | None:
-    verb = m.group("verb").lower()
-    participle = _TRANSITIVE.get(verb) or _TRANSITIVE.get(re.sub(r"s$", "", verb), verb)
+    participle = _TRANSITIVE[m.group("verb").lower()]
     return _set_action(caption, m.group("x"), participle, m.group("obj"), strict)
 
 
@@ -950,7 +960,7 @@ _RULES: tuple[tuple[re.Pattern[str], Rule], ...] = tuple(
             _rule_transitive,
         ),
         (
-            r"dress\s+(?P<x>.+?)\s+(?P<verb>in)\s+(?P<obj>.+)",
+            r"dress\s+(?P<x>.+?)\s+in\s+(?P<obj>.+)",
             lambda c, m, s: _set_action(c, m.group("x"), "wearing", m.group("obj"), s),
         ),
         (
@@ -1095,7 +1105,7 @@ _KIND_WEIGHTS = (("replace", 3), ("colour", 2), ("add", 2), ("remove", 1), ("sty
 
 
 def _seed_for(caption: str, salt: int) -> int:
-    digest = hashlib.sha256(f"{salt}\x1f{caption}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}\x1f{caption}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
@@ -1148,7 +1158,8 @@ class RulesDescriber(Describer):
         text = check_text(instruction, "instruction")
         if len(text) > self.max_instruction_chars:
             raise DescribeError(
-                "too_long", f"instruction has {len(text)} characters (max {self.max_instruction_chars})"
+                "too_long",
+                f"instruction has {len(text)} characters (max {self.max_instruction_chars})",
             )
         cleaned = _clean(text)
         if not any(ch.isalpha() for ch in cleaned):
