@@ -114,14 +114,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     model = FlaxCLIPModel(config, dtype=dtype, _do_init=False)
     params = convert.load_params(folder, "model", model.params_shape_tree, what="CLIP",
                                  naming="transformers", dtype=dtype, ignore=[r"position_ids$"])
-    mean, std = _MEAN, _STD
-    processor = os.path.join(folder, "preprocessor_config.json")
-    if os.path.isfile(processor):
-        import json
-
-        with open(processor, encoding="utf-8") as f:
-            spec = json.load(f)
-        mean, std = tuple(spec.get("image_mean", mean)), tuple(spec.get("image_std", std))
+    mean, std = files.image_stats(folder, _MEAN, _STD)
     return Clip(
         module=model.module, params=params, tokenizer=CLIPTokenizerFast.from_pretrained(folder),
         dtype=dtype, dim=config.projection_dim, image_size=config.vision_config.image_size,

@@ -8,7 +8,6 @@ crop 224, ImageNet normalisation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -61,12 +60,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, re
     params = convert.load_params(folder, "model", model.params_shape_tree, what="DINO",
                                  naming="transformers", dtype=dtype, ignore=[r"^pooler\."],
                                  strip_prefixes=["vit"])
-    mean, std = _MEAN, _STD
-    processor = os.path.join(folder, "preprocessor_config.json")
-    if os.path.isfile(processor):
-        with open(processor, encoding="utf-8") as f:
-            spec = json.load(f)
-        mean, std = tuple(spec.get("image_mean", mean)), tuple(spec.get("image_std", std))
+    mean, std = files.image_stats(folder, _MEAN, _STD)
     return Dino(module=model.module, params=params, dtype=dtype, dim=config.hidden_size,
                 image_size=config.image_size,
                 resize=resize or round(config.image_size * 256 / 224), mean=mean, std=std)

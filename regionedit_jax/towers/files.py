@@ -94,3 +94,13 @@ def weights_file(folder: str, what: str, base: str) -> str:
     """The safetensors weights in ``folder``: ``base.safetensors`` or its sharded index."""
     return require_file(folder, [f"{base}.safetensors", f"{base}.safetensors.index.json"],
                         what, "the weights in safetensors format")
+
+
+def image_stats(folder: str, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple, tuple]:
+    """The (image_mean, image_std) of ``preprocessor_config.json`` if present, else the defaults."""
+    path = os.path.join(folder, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return mean, std
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    return tuple(spec.get("image_mean", mean)), tuple(spec.get("image_std", std))
