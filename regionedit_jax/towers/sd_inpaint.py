@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
 from regionedit_jax import images as image_ops
 from regionedit_jax.towers import convert, files, text
@@ -99,8 +100,9 @@ class SDInpaint:
         """[B, h, w, 9] (noisy latents | mask | masked-image latents), [B] steps, [B, L, C] -> [B, h, w, 4]."""
         x = jnp.transpose(latents.astype(self.dtype), (0, 3, 1, 2))
         t = jnp.broadcast_to(jnp.asarray(timesteps, jnp.int32), (x.shape[0],))
-        out = self.unet_module.apply({"params": params["unet"]}, x, t, text_emb.astype(self.dtype),
-                                     train=False).sample
+        with nn.intercept_methods(_exact_geglu):
+            out = self.unet_module.apply({"params": params["unet"]}, x, t, text_emb.astype(self.dtype),
+                                         train=False).sample
         return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.float32)
 
     def _check_size(self, h: int, w: int, what: str) -> None:
@@ -126,6 +128,23 @@ class SDInpaint:
         x = self.vae_module.apply({"params": params["vae"]}, z, method=self.vae_module.decode).sample
         x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32)
         return jnp.clip(x / 2.0 + 0.5, 0.0, 1.0)
+
+
+def _exact_geglu(next_fun, args, kwargs, context):
+    """A flax method interceptor: diffusers' ``FlaxGEGLU`` with the exact (erf) GELU.
+
+    diffusers 0.39's Flax GEGLU calls ``flax.linen.gelu``, the tanh approximation; the
+    PyTorch ``GEGLU`` that SD was trained with uses the exact one. Other modules pass through.
+    """
+    from diffusers.models.attention_flax import FlaxGEGLU
+
+    if not (isinstance(context.module, FlaxGEGLU) and context.method_name == "__call__"):
+        return next_fun(*args, **kwargs)
+    module, hidden_states = context.module, args[0]
+    deterministic = kwargs.get("deterministic", args[1] if len(args) > 1 else True)
+    hidden_linear, hidden_gelu = jnp.split(module.proj(hidden_states), 2, axis=-1)
+    return module.dropout_layer(hidden_linear * jax.nn.gelu(hidden_gelu, approximate=False),
+                                deterministic=deterministic)
 
 
 def _read_json(path: str, what: str) -> dict[str, Any]:
