@@ -87,9 +87,7 @@ def _state_keys_match(model, path: str, what: str) -> None:
     """Every file key is a model parameter/buffer and vice versa (up to tied weights)."""
     file_keys = {row[0] for row in safetensors_manifest(path)["tensors"]}
     state_keys = set(model.state_dict())
-    tied = set()
-    for name in getattr(model, "_tied_weights_keys", None) or []:
-        tied.add(name)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = sorted(state_keys - file_keys - tied)
     unexpected = sorted(file_keys - state_keys)
     if missing or unexpected:
