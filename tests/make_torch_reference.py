@@ -18,10 +18,8 @@ transformers/diffusers versions change. It
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import struct
 import sys
 import tempfile
 import time
@@ -30,6 +28,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import numpy as np  # noqa: E402
+
+from regionedit_jax.towers import convert, tiny  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "torch_reference.npz")
 SEED = 0
@@ -49,26 +49,6 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def safetensors_manifest(path: str) -> dict:
-    """The header of a safetensors file: metadata and sorted [key, shape, dtype] rows."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    metadata = header.pop("__metadata__", {})
-    rows = sorted([k, list(v["shape"]), v["dtype"]] for k, v in header.items())
-    return {"metadata": metadata, "tensors": rows}
-
-
-def bundle_sha256(bundle: str) -> str:
-    """sha256 over every safetensors file of the bundle (relative path and bytes, sorted)."""
-    h = hashlib.sha256()
-    paths = sorted(os.path.relpath(os.path.join(d, f), bundle).replace(os.sep, "/")
-                   for d, _, fs in os.walk(bundle) for f in fs if f.endswith(".safetensors"))
-    for rel in paths:
-        h.update(rel.encode() + b"\0")
-        with open(os.path.join(bundle, rel), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()
 
 
 def _strict(loaded, what: str, allow_unexpected: tuple[str, ...] = ()):
@@ -85,7 +65,7 @@ def _strict(loaded, what: str, allow_unexpected: tuple[str, ...] = ()):
 
 def _state_keys_match(model, path: str, what: str) -> None:
     """Every file key is a model parameter/buffer and vice versa (up to tied weights)."""
-    file_keys = {row[0] for row in safetensors_manifest(path)["tensors"]}
+    file_keys = {row[0] for row in convert.safetensors_manifest(path)["tensors"]}
     state_keys = set(model.state_dict())
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = sorted(state_keys - file_keys - tied)
@@ -100,7 +80,7 @@ def _resave_manifest(model, what: str, name: str) -> dict:
         path = os.path.join(tmp, name)
         if not os.path.isfile(path):
             raise AssertionError(f"{what}: save_pretrained wrote {sorted(os.listdir(tmp))}, not {name}")
-        return safetensors_manifest(path)
+        return convert.safetensors_manifest(path)
 
 
 def _diff(ours: dict, torch_: dict) -> str:
@@ -132,7 +112,6 @@ def main() -> int:
     from transformers import (CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPTokenizerFast, T5EncoderModel,
                               T5ForConditionalGeneration, T5TokenizerFast, ViTModel)
 
-    from regionedit_jax.towers import tiny
 
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -165,7 +144,7 @@ def main() -> int:
         # The bundle's files are what save_pretrained writes.
         bundle_manifests, failures = {}, []
         for name, rel in FILES.items():
-            ours = safetensors_manifest(j(rel))
+            ours = convert.safetensors_manifest(j(rel))
             _state_keys_match(models[name], j(rel), name)
             theirs = _resave_manifest(models[name], name, os.path.basename(rel))
             bundle_manifests[rel] = theirs
@@ -244,7 +223,7 @@ def main() -> int:
 
         ref = {k: (v.astype(f32) if v.dtype.kind == "f" else v) for k, v in ref.items()}
         ref.update(
-            bundle_sha256=np.array(bundle_sha256(bundle)),
+            bundle_sha256=np.array(tiny.weights_digest(bundle)),
             manifests=np.array(json.dumps(bundle_manifests, sort_keys=True)),
             versions=np.array(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
                                           "diffusers": diffusers.__version__, "tiny_format": tiny.FORMAT,

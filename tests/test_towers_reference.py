@@ -7,39 +7,20 @@ PyTorch classes on the same tiny bundle); it needs no torch here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import struct
 
 import jax
 import numpy as np
 import pytest
+
+from regionedit_jax.towers import convert, tiny
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torch_reference.npz")
 RERUN = "the tiny bundle changed: rerun tests/make_torch_reference.py"
 TIGHT, LOOSE = 1e-5, 1e-4  # encoders; UNet and VAE (deeper, with group norms and convolutions)
 
 
-def safetensors_manifest(path: str) -> dict:
-    """The header of a safetensors file: metadata and sorted [key, shape, dtype] rows."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    metadata = header.pop("__metadata__", {})
-    return {"metadata": metadata, "tensors": sorted([k, list(v["shape"]), v["dtype"]] for k, v in header.items())}
-
-
-def bundle_sha256(bundle: str) -> str:
-    """sha256 over every safetensors file of the bundle (relative path and bytes, sorted)."""
-    h = hashlib.sha256()
-    paths = sorted(os.path.relpath(os.path.join(d, f), bundle).replace(os.sep, "/")
-                   for d, _, fs in os.walk(bundle) for f in fs if f.endswith(".safetensors"))
-    for rel in paths:
-        h.update(rel.encode() + b"\0")
-        with open(os.path.join(bundle, rel), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +28,7 @@ def ref(tiny_bundle) -> dict[str, np.ndarray]:
     """The fixture's arrays, once the bundle is known to be the one it was made from."""
     with np.load(FIXTURE) as data:
         out = {k: data[k] for k in data.files}
-    if bundle_sha256(tiny_bundle) != str(out["bundle_sha256"]):
+    if tiny.weights_digest(tiny_bundle) != str(out["bundle_sha256"]):
         pytest.fail(RERUN)
     return out
 
@@ -62,7 +43,7 @@ def assert_close(ours, theirs, atol: float, what: str) -> None:
 def test_weight_files_are_what_save_pretrained_writes(ref, tiny_bundle):
     expected = json.loads(str(ref["manifests"]))
     for rel, manifest in expected.items():
-        assert safetensors_manifest(os.path.join(tiny_bundle, rel)) == manifest, rel
+        assert convert.safetensors_manifest(os.path.join(tiny_bundle, rel)) == manifest, rel
 
 
 def test_tokenizers(ref, clip_tower, t5_tower, sd_tower):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -61,6 +62,15 @@ def write_safetensors(state: Mapping[str, np.ndarray], path: str | os.PathLike) 
     """Writes a PyTorch-layout state dict as transformers/diffusers ``save_pretrained`` does."""
     arrays = {k: np.array(v, order="C") for k, v in state.items()}  # keeps 0-d arrays 0-d
     save_file(arrays, os.fspath(path), metadata={"format": "pt"})
+
+
+def safetensors_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """A safetensors file's header: its metadata and sorted ``[key, shape, dtype]`` rows."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    metadata = header.pop("__metadata__", {})
+    return {"metadata": metadata, "tensors": sorted([k, list(v["shape"]), v["dtype"]] for k, v in header.items())}
 
 
 def _torch_path(key: str, naming: Naming) -> Path:

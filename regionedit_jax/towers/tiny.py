@@ -248,6 +248,18 @@ def hash_name(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:2], "little")
 
 
+def weights_digest(bundle: str) -> str:
+    """sha256 over the bundle's safetensors files (sorted relative paths and bytes)."""
+    digest = hashlib.sha256()
+    paths = sorted(os.path.relpath(os.path.join(d, f), bundle).replace(os.sep, "/")
+                   for d, _, names in os.walk(bundle) for f in names if f.endswith(".safetensors"))
+    for rel in paths:
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(bundle, rel), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
 WRITERS = {"clip": write_clip, "t5": write_t5, "sd_inpaint": write_sd_inpaint, "dino": write_dino}
 
 
