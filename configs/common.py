@@ -68,7 +68,18 @@ def base() -> ml_collections.ConfigDict:
         sd_inpaint=tower("stable-diffusion-v1-5/stable-diffusion-inpainting", "bfloat16"),
         dino=tower("facebook/dino-vits16"),
     ))
-    c.image_size = 512  # source images are resized/cropped to this square for editing
+    c.image_size = 512  # edits run at this square resolution (a multiple of the VAE factor)
+    # Region predictor (Eq.1-3) and semantic projector f; width 0 = CLIP's embedding size.
+    c.region = ml_collections.ConfigDict(dict(
+        width=0, num_heads=8, depth=1, mlp_ratio=4, scales=(1, 2, 4), threshold=0.5))
+    # Inference sampler (the training step has its own step count).
+    c.sampler = ml_collections.ConfigDict(dict(num_steps=50, guidance_scale=7.5, eta=0.0, blend=True))
+    # Descriptions: who captions the source ("clip" zero-shot, "openai", or "none": the caller
+    # passes source_caption) and who rewrites it into the target ("rules" or "openai").
+    c.describe = ml_collections.ConfigDict(dict(
+        captioner="clip", rewriter="rules",
+        openai=dict(base_url="http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-7B-Instruct",
+                    vision_model="Qwen/Qwen2.5-VL-7B-Instruct", api_key_env="", cache_dir="")))
     c.global_batch_size = 256
     # Device mesh: axis name -> size; -1 takes the remaining devices.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))

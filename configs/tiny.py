@@ -15,6 +15,8 @@ def get_config(arg: str | None = None):
     for name in ("clip", "t5", "sd_inpaint", "dino"):
         config.towers[name].dtype = "float32"
     config.image_size = 32
+    config.region.num_heads = 4
+    config.sampler.num_steps = 4
     config.global_batch_size = 8
     config.lock()
     return config

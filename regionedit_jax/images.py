@@ -67,3 +67,41 @@ def resize_center_crop(images: jax.Array, resize: int, crop: int, method: str = 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
     """(images - mean) / std per channel, for [..., 3] arrays."""
     return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable or empty."""
+
+
+def read(path) -> np.ndarray:
+    """An image file -> [H, W, 3] uint8 RGB (EXIF rotation applied, alpha over white, 16-bit scaled)."""
+    import os
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ImageReadError(f"image {str(path)!r} does not exist.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageReadError(f"image {str(path)!r} cannot be decoded ({type(e).__name__}: {e}); "
+                             "is it a complete PNG/JPEG/WebP file?") from None
+    return to_rgb(image)
+
+
+def to_rgb(image) -> np.ndarray:
+    """A PIL image of any mode -> [H, W, 3] uint8 RGB."""
+    from PIL import Image
+
+    if image.width == 0 or image.height == 0:
+        raise ImageReadError("the image is empty (zero width or height).")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pixels = np.asarray(image, np.float64)
+        scale = 65535.0 if pixels.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels / scale * 255 + 0.5, 0, 255).astype(np.uint8))
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB"))

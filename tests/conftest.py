@@ -46,3 +46,27 @@ def sd_tower(tiny_bundle):
     from regionedit_jax.towers import sd_inpaint
 
     return sd_inpaint.load(os.path.join(tiny_bundle, "sd_inpaint"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_bundle):
+    """configs/tiny.py pointed at the session's bundle."""
+    from configs import tiny
+
+    return tiny.get_config(f"bundle={tiny_bundle}")
+
+
+@pytest.fixture(scope="session")
+def editor(tiny_config, clip_tower, t5_tower, sd_tower):
+    """An Editor on the session's towers with a fresh (untrained) region predictor."""
+    import jax
+
+    from regionedit_jax import describe
+    from regionedit_jax.editor import Editor
+    from regionedit_jax.model import RegionEditModel
+
+    towers = {"clip": clip_tower, "t5": t5_tower, "sd_inpaint": sd_tower}
+    model = RegionEditModel.from_towers(towers, tiny_config)
+    params = model.init(jax.random.key(0))
+    return Editor(model, params, tiny_config, describe.make("clip", clip=clip_tower, labels=["cat", "dog", "car"]),
+                  describe.make("rules"))

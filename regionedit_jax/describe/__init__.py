@@ -20,12 +20,14 @@ from regionedit_jax.describe.base import (
     Edit,
     UnsupportedRoleError,
 )
+from regionedit_jax.describe.clip_zero_shot import ClipCaptioner
 from regionedit_jax.describe.openai import OpenAIDescriber
 from regionedit_jax.describe.rules import RulesDescriber
 
 BACKENDS: Mapping[str, type[Describer]] = {
     "rules": RulesDescriber,
     "openai": OpenAIDescriber,
+    "clip": ClipCaptioner,
 }
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "REASONS",
     "ROLES",
     "BackendError",
+    "ClipCaptioner",
     "DescribeError",
     "Describer",
     "Edit",

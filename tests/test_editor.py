@@ -1,0 +1,113 @@
+"""The Editor and the edit CLI: preservation outside the region, reproducibility, masks, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionedit_jax import checkpoints, edit_cli
+from regionedit_jax.data import samples
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return samples.load_image("skimage:chelsea")[:120, :160]  # [H, W, 3] uint8, not square
+
+
+@pytest.fixture(scope="module")
+def first(editor, photo):
+    return editor.edit(photo, "turn the cat into a dog", seed=0, source_caption="a cat on a sofa")
+
+
+def test_edit_keeps_everything_outside_the_region(first, photo):
+    assert first.image.shape == photo.shape and first.image.dtype == np.uint8
+    assert first.mask.shape == first.probs.shape == photo.shape[:2]
+    np.testing.assert_array_equal(first.image[~first.mask], photo[~first.mask])
+    assert first.target_caption == "a dog on a sofa"
+    assert set(first.timings) == {"describe", "compile", "edit", "total"}
+
+
+def test_same_seed_same_image_and_cached_compile(editor, photo, first):
+    again = editor.edit(photo, "turn the cat into a dog", seed=0, source_caption="a cat on a sofa")
+    np.testing.assert_array_equal(again.image, first.image)
+    assert again.timings["compile"] == 0.0
+
+
+def test_user_mask_is_the_region(editor, photo):
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[20:60, 30:90] = True
+    result = editor.edit(photo, "make it red", mask=mask, source_caption="a cat", target_caption="a red cat")
+    np.testing.assert_array_equal(result.mask, mask)
+    np.testing.assert_array_equal(result.image[~mask], photo[~mask])
+    assert not np.array_equal(result.image[mask], photo[mask])
+    with pytest.raises(ValueError, match="mask is 10x10 .* image is 160x120"):
+        editor.edit(photo, "make it red", mask=np.ones((10, 10), bool), source_caption="a cat")
+
+
+def test_batch_multi_turn_and_captioner(editor, photo):
+    results = editor.edit_batch([photo, photo[:, ::-1]], ["make it winter", "add a hat"], seed=3)
+    assert len(results) == 2 and all(r.source_caption.startswith("a photo of a ") for r in results)
+    turns = editor.edit_turns(photo, ["turn the cat into a dog", "make the dog red"], seed=1,
+                              source_caption="a cat on a sofa")
+    assert [t.target_caption for t in turns] == ["a dog on a sofa", "a red dog on a sofa"]
+    assert turns[1].source_caption == turns[0].target_caption
+
+
+def test_bad_requests_are_refused_clearly(editor, photo):
+    with pytest.raises(ValueError, match="instruction 0 is empty"):
+        editor.edit(photo, "  ", source_caption="a cat")
+    with pytest.raises(ValueError, match="cannot turn the instruction"):
+        editor.edit(photo, "asdf qwer zxcv", source_caption="a cat")
+    with pytest.raises(ValueError, match="one instruction per image"):
+        editor.edit_batch([photo], ["a", "b"])
+
+
+def test_checkpointed_params_round_trip(editor, tmp_path):
+    import jax
+
+    checkpoints.save_params(str(tmp_path / "ckpt"), 7, editor.params)
+    restored, step = checkpoints.restore_params(str(tmp_path / "ckpt"), editor.params)
+    assert step == 7
+    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(editor.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        checkpoints.restore_params(str(tmp_path / "none"), editor.params)
+
+
+def test_cli_batch_writes_every_picture(editor, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "cat.png")
+    lines = [{"image": "cat.png", "instruction": "make it winter", "source_caption": "a cat"},
+             {"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"}]
+    (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    rows = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
+    edit_cli.validate(rows)
+    folders = edit_cli.run(editor, rows, str(tmp_path / "out"), seed=0, num_steps=None, guidance_scale=None,
+                           threshold=None, progress=False)
+    assert len(folders) == 2
+    for folder in folders:
+        assert sorted(os.listdir(folder)) == ["edited.png", "mask.png", "overlay.png", "result.json"]
+        info = json.load(open(os.path.join(folder, "result.json")))
+        assert info["source_caption"] == "a cat" and info["num_steps"] == 4
+        assert Image.open(os.path.join(folder, "overlay.png")).size == (160, 120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image", "missing.png", "--instruction", "add a hat"], "does not exist"),
+    (["--image", "corrupt.png", "--instruction", "add a hat"], "cannot be decoded"),
+    (["--image", "cat.png", "--instruction", ""], "instruction is empty"),
+    ([], "give --image and --instruction"),
+])
+def test_cli_errors_exit_cleanly_before_loading_models(tmp_path, photo, args, message):
+    Image.fromarray(photo).save(tmp_path / "cat.png")
+    (tmp_path / "corrupt.png").write_bytes((tmp_path / "cat.png").read_bytes()[:400])
+    args = [a if not a.endswith(".png") else str(tmp_path / a) for a in args]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "edit.py"), *args,
+                             f"--out={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
