@@ -1,0 +1,78 @@
+"""The paper's training losses (Eq.4-11) as pure functions of embeddings; batch-mean scalars.
+
+  Eq.4  L_sem_tgt = 1 - cos(f(H), t_tgt)          Eq.5  L_sem_src = 1 - cos(f(V), t_src)
+  Eq.6  L_sem = L_sem_tgt + L_sem_src
+  Eq.7  L_clip = 1 - cos(E(I_edit), t_tgt)
+  Eq.8  L_dir = 1 - cos(E(I_edit) - E(I_src), t_tgt - t_src)
+  Eq.9  L_struct = mean_ij (S(Phi_edit)_ij - S(Phi_src)_ij)^2,  S_ij = cos(phi_i, phi_j)
+  Eq.10 L_CLIP = l1 L_clip + l2 L_dir + l3 L_struct;   Eq.11 L = alpha L_sem + beta L_CLIP
+
+E is CLIP's L2-normalised image embedding, t the normalised text embeddings, Phi the
+patch tokens of an image. Every weight is a config value (``LossWeights``), so the
+paper's ablations (Table 4) drop a term by setting its weight to 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    alpha: float = 1.0  # L_sem (Eq.11)
+    beta: float = 1.0  # L_CLIP (Eq.11)
+    clip: float = 1.0  # l1, Eq.7
+    direction: float = 1.0  # l2, Eq.8
+    structure: float = 1.0  # l3, Eq.9
+
+
+def cosine(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """Cosine similarity along the last axis: [..., d] x [..., d] -> [...]."""
+    dot = jnp.sum(a * b, axis=-1)
+    return dot / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
+
+
+def semantic(projected_fused: jax.Array, projected_source: jax.Array, text_target: jax.Array,
+             text_source: jax.Array) -> dict[str, jax.Array]:
+    """Eq.4-6 from f(H) [B, d], f(V) [B, d], t_tgt [B, d], t_src [B, d]."""
+    tgt = jnp.mean(1.0 - cosine(projected_fused, text_target))
+    src = jnp.mean(1.0 - cosine(projected_source, text_source))
+    return {"sem_tgt": tgt, "sem_src": src, "sem": tgt + src}
+
+
+def clip_guidance(image_edit: jax.Array, text_target: jax.Array) -> jax.Array:
+    """Eq.7 from E(I_edit) [B, d] and t_tgt [B, d]."""
+    return jnp.mean(1.0 - cosine(image_edit, text_target))
+
+
+def directional(image_edit: jax.Array, image_source: jax.Array, text_target: jax.Array,
+                text_source: jax.Array) -> jax.Array:
+    """Eq.8: the image moves in the direction the text moves; all inputs [B, d]."""
+    return jnp.mean(1.0 - cosine(image_edit - image_source, text_target - text_source))
+
+
+def self_similarity(tokens: jax.Array) -> jax.Array:
+    """[B, N, D] -> [B, N, N] cosine similarities between all token pairs."""
+    unit = tokens / (jnp.linalg.norm(tokens, axis=-1, keepdims=True) + 1e-8)
+    return jnp.einsum("bnd,bmd->bnm", unit, unit)
+
+
+def structure(tokens_edit: jax.Array, tokens_source: jax.Array) -> jax.Array:
+    """Eq.9 from patch tokens [B, N, D] of the edited and the source image."""
+    return jnp.mean(jnp.square(self_similarity(tokens_edit) - self_similarity(tokens_source)))
+
+
+def total(weights: LossWeights, *, projected_fused, projected_source, text_target, text_source,
+          image_edit, image_source, tokens_edit, tokens_source) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eq.10-11: the weighted total and every term (for metrics)."""
+    terms = semantic(projected_fused, projected_source, text_target, text_source)
+    terms["clip"] = clip_guidance(image_edit, text_target)
+    terms["direction"] = directional(image_edit, image_source, text_target, text_source)
+    terms["structure"] = structure(tokens_edit, tokens_source)
+    terms["clip_total"] = (weights.clip * terms["clip"] + weights.direction * terms["direction"]
+                           + weights.structure * terms["structure"])
+    terms["total"] = weights.alpha * terms["sem"] + weights.beta * terms["clip_total"]
+    return terms["total"], terms
