@@ -13,7 +13,7 @@ A record is a msgpack map (language-neutral, no TensorFlow needed to read it)::
   edit_kind       str    the instruction writer's kind ("replace", "add", "style", ...)
   features        map    optional precomputed frozen-encoder outputs: name -> {dtype, shape, data}
 
-Shards are ``<name>-NNNNN-of-MMMMM.array_record`` files written with ``group_size:1``
+Shards are ``*.array_record`` files written with ``group_size:1`` (uncompressed)
 (true random access for grain), each written to a temporary name and renamed when complete,
 so a half-written shard never looks finished.
 """
@@ -117,7 +117,8 @@ class ShardWriter:
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path, self._tmp = path, path + ".partial"
-        self._writer = ArrayRecordWriter(self._tmp, "group_size:1")
+        # group_size 1: true random access; uncompressed: JPEG bytes do not compress anyway.
+        self._writer = ArrayRecordWriter(self._tmp, "group_size:1,uncompressed")
         self.count = 0
 
     def write(self, record: Record) -> None:
