@@ -81,6 +81,12 @@ class Editor:
     def from_config(cls, config, checkpoint: str | None = None, params: Any = None) -> Editor:
         """Loads the towers and describers of ``config``; params from ``checkpoint`` or a fresh init."""
         towers = bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
+        return cls.from_towers(towers, config, checkpoint=checkpoint, params=params)
+
+    @classmethod
+    def from_towers(cls, towers: dict[str, Any], config, checkpoint: str | None = None,
+                    params: Any = None) -> Editor:
+        """Like ``from_config`` with towers already loaded (``towers.bundle.load``)."""
         model = RegionEditModel.from_towers(towers, config)
         fresh = model.init(jax.random.key(config.seed))
         if params is None and checkpoint:
@@ -88,7 +94,7 @@ class Editor:
         elif params is None:
             warnings.warn("no checkpoint: the region predictor is a fresh random init, so its regions "
                           "are arbitrary until it is trained (pass checkpoint=... or --checkpoint).",
-                          stacklevel=2)
+                          stacklevel=3)
             params = fresh
         dc = config.describe
         openai = {k: v for k, v in dict(dc.openai).items() if v != ""}
