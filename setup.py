@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "openai-clip==1.0.1",
     # Data and images.
     "grain==0.2.18",
+    "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
     "tensorflow-datasets==4.9.10",  # tfds.data_source readers only: no TensorFlow needed
     "datasets==4.8.5",  # 5.x needs huggingface-hub >= 1.0, which transformers 4.57 refuses
     "numpy==2.4.6",

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from regionedit_jax import images as image_ops
-from regionedit_jax.towers.sd_inpaint import SDInpaint
+from regionedit_jax.towers.sd_inpaint import NoiseSchedule, SDInpaint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +38,14 @@ class SamplerOptions:
     blend: bool = True  # Eq. 22-23: re-noised source latents outside the mask at every step
 
 
-def ddim_schedule(sd: SDInpaint, num_steps: int) -> dict[str, np.ndarray]:
+def ddim_schedule(schedule: NoiseSchedule, num_steps: int) -> dict[str, np.ndarray]:
     """Per-step constants, each [num_steps] in sampling order (float32 except ``t`` int32).
 
     ``t`` the UNet timestep; ``a_t`` / ``a_prev`` alphas_cumprod at t and at the previous
     step (``final_alpha_cumprod`` past 0, as diffusers' DDIM); ``sigma2`` the DDIM variance
     before eta; ``a_keep`` the alpha that blending noises z0 to: ``a_prev``, and 1 at the last step.
     """
-    s = sd.schedule
+    s = schedule
     if not 1 <= num_steps <= s.num_train_timesteps:
         raise ValueError(f"num_steps must be in [1, {s.num_train_timesteps}]; got {num_steps}.")
     ratio = s.num_train_timesteps // num_steps
@@ -81,10 +81,10 @@ def ddim_step(z, model_out, a_t, a_prev, prediction_type: str, std=0.0, noise=No
 class InpaintSampler:
     """``sampler(params, images, masks, prompt_ids, rng, guidance_scale, init_latents=None)``.
 
-    images [B, H, W, 3] in [0, 1] (H, W multiples of ``self.multiple``: the VAE factor times the
-    UNet's downsampling, 64 for SD); masks [B, H, W, 1]
-    (1 = repaint, binarised at 0.5); prompt_ids [B, 77] int32 from ``sd.tokenize``; rng a PRNG
-    key; guidance_scale a scalar or [B] (traced); init_latents [B, H/f, W/f, 4] or None.
+    images [B, H, W, 3] in [0, 1], H and W multiples of ``self.multiple`` (the VAE factor times
+    the UNet's downsampling: 64 for SD); masks [B, H, W, 1], 1 = repaint, binarised at 0.5;
+    prompt_ids [B, 77] int32 from ``sd.tokenize``; rng a PRNG key; guidance_scale a scalar or
+    [B] (traced: a new value does not recompile); init_latents [B, H/f, W/f, 4] z_T or None.
     Returns the decoded images [B, H, W, 3] in [0, 1] (no pixel-space compositing).
     """
 
@@ -93,7 +93,7 @@ class InpaintSampler:
             raise ValueError(f"InpaintSampler: unsupported prediction_type "
                              f"{sd.schedule.prediction_type!r}; expected 'epsilon' or 'v_prediction'.")
         self.sd, self.options = sd, options
-        self.schedule = ddim_schedule(sd, options.num_steps)
+        self.schedule = ddim_schedule(sd.schedule, options.num_steps)
         self.uncond_ids = np.asarray(sd.tokenize([""]))  # [1, 77]
         # The Flax UNet cannot crop odd skip connections: latents must halve evenly at every level.
         levels = len(getattr(sd.unet_module, "block_out_channels", (0,))) - 1
@@ -148,6 +148,7 @@ class InpaintSampler:
         return self.sd.vae_decode(params, latents)
 
     def _sample(self, params, images, masks, prompt_ids, rng, guidance_scale, init_latents, given):
+        """The traced sampler: ``__call__``'s arguments as arrays, ``given`` a bool scalar."""
         sd, opts = self.sd, self.options
         b = images.shape[0]
         z0, m, z_masked = self.encode(params, images, masks)
