@@ -81,6 +81,42 @@ def base() -> ml_collections.ConfigDict:
         openai=dict(base_url="http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-7B-Instruct",
                     vision_model="Qwen/Qwen2.5-VL-7B-Instruct", api_key_env="", cache_dir="")))
     c.global_batch_size = 256
+    # Training data: a folder of ArrayRecord shards written by launch/prepare_data.py.
+    c.data = ml_collections.ConfigDict(dict(path="", crop="center", workers=0))
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=20_000,  # one epoch of 5M pairs at batch 256 is ~19.5k steps
+        sampler_steps=10,  # DDIM steps inside the training step (inference uses config.sampler)
+        guidance_scale=7.5,
+        log_every=50, checkpoint_every=1000, keep_checkpoints=3,
+        panel_every=1000, panel_images=4,  # source | region | edited pictures (0 = never)
+        init_checkpoint="",  # params to start from when the workdir has no checkpoint
+    ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        lr=1e-4, warmup_steps=1000, end_lr_factor=0.01, b1=0.9, b2=0.999, weight_decay=0.01, grad_clip=1.0))
+    # Eq.10-11 weights: alpha (L_sem), beta (L_CLIP), l1 (clip), l2 (direction), l3 (structure).
+    c.loss = ml_collections.ConfigDict(dict(alpha=1.0, beta=1.0, clip=1.0, direction=1.0, structure=1.0))
     # Device mesh: axis name -> size; -1 takes the remaining devices.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.sharding = ml_collections.ConfigDict(dict(
+        # trainable params: logical axis -> mesh axis (None = replicated)
+        logical_rules=(("embed", "fsdp"), ("mlp", None), ("heads", None), ("kv", None)),
+        # frozen towers: (regex on "clip/...", "t5/...", "sd/unet/..." paths, "fsdp" | "replicate")
+        frozen=((r"^sd/unet/", "fsdp"), (r"^clip/", "fsdp"), (r".*", "replicate")),
+    ))
+    # Multi-host: enabled=True calls jax.distributed.initialize(); an empty coordinator
+    # address lets JAX detect SLURM / TPU pods; explicit values serve local runs.
+    c.distributed = ml_collections.ConfigDict(dict(
+        enabled=False, coordinator_address="", num_processes=1, process_id=0))
     return c
+
+
+# Table 4 ablations: the loss term each removes (by its weight in config.loss).
+ABLATIONS = {"no_sem": "alpha", "no_clip": "clip", "no_dir": "direction", "no_struct": "structure"}
+
+
+def apply_ablation(config: ml_collections.ConfigDict, name: str) -> None:
+    """Sets the weight of the removed term to 0 ("" = the full model)."""
+    if name:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
+        config.loss[ABLATIONS[name]] = 0.0

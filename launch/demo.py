@@ -8,7 +8,7 @@ and runs one inpainting UNet call; prints shapes and timings and saves a picture
 source beside its VAE reconstruction to ``workdir/demo.png``.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from regionedit_jax import demo
@@ -21,6 +21,7 @@ _SAMPLE = flags.DEFINE_string("sample", "cat", "Id of the bundled photo (data/sa
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
     demo.run(_CONFIG.value, _WORKDIR.value, sample_id=_SAMPLE.value)
 
 

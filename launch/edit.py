@@ -11,7 +11,7 @@ Writes edited.png, mask.png, overlay.png and result.json (per row for a batch).
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).",
@@ -33,6 +33,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Images per compiled call in
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
     from regionedit_jax import edit_cli
     from regionedit_jax.editor import Editor
 

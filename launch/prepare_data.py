@@ -9,7 +9,7 @@ Source specs: samples, jsonl:PATH, folder:DIR, webdataset:GLOB, tfds:NAME[:split
 --data_dir), hf:ID_OR_PATH[:split]; see regionedit_jax/data/sources.py.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from regionedit_jax.data import annotate
 
@@ -34,6 +34,7 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
     if _MERGE.value:
         totals = annotate.merge(_OUT.value)["totals"]
         print(f"{_OUT.value}/manifest.json: {totals['records']} records, "

@@ -50,8 +50,13 @@ class RegionEditModel:
         clip, t5, sd = towers["clip"], towers["t5"], towers["sd_inpaint"]
         rc = config.region
         width = rc.width or clip.dim
-        if config.image_size % sd.vae_factor:
-            raise ValueError(f"image_size {config.image_size} must be a multiple of the VAE factor {sd.vae_factor}.")
+        multiple = InpaintSampler(sd, SamplerOptions()).multiple
+        if config.image_size % multiple:
+            raise ValueError(f"image_size {config.image_size} must be a multiple of {multiple} (the VAE factor "
+                             "times the UNet's downsampling).")
+        if rc.width and rc.width != clip.dim:
+            raise ValueError(f"region.width {rc.width} must be 0 or CLIP's embedding size {clip.dim}: the "
+                             "projector f reads both H and the CLIP patch tokens V.")
         return cls(clip=clip, t5=t5, sd=sd, image_size=config.image_size,
                    region=region_lib.RegionPredictor(width=width, num_heads=rc.num_heads, depth=rc.depth,
                                                      mlp_ratio=rc.mlp_ratio, scales=tuple(rc.scales)),

@@ -1,0 +1,240 @@
+"""``train_and_evaluate(config, workdir)``: the training loop around one compiled step.
+
+Resume order: the workdir's latest checkpoint (state + data iterator, exact), else
+``config.train.init_checkpoint`` (params only), else a fresh init. Checkpoints
+(``workdir/checkpoints/<step>/``) hold the train state, the trainable ``params`` (what the
+Editor reads), every process's data-iterator position and the config; the last
+``keep_checkpoints`` are kept. SIGTERM (cluster preemption) saves and exits at the next
+step. Loss and gradient norm are checked for NaN/inf at every log step and before every
+save: a bad value stops the run with a clear message and the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from regionedit_jax import checkpoints as params_io
+from regionedit_jax.data import pipeline
+from regionedit_jax.model import RegionEditModel
+from regionedit_jax.towers import bundle
+from regionedit_jax.train import mesh as mesh_lib, writers
+from regionedit_jax.train.state import TrainState, make_optimizer
+from regionedit_jax.train.step import make_train_step
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+def initialize_distributed(config) -> None:
+    """``jax.distributed.initialize`` when ``config.distributed`` asks for it.
+
+    With an empty coordinator address JAX detects the cluster itself (SLURM, TPU pods,
+    Open MPI); explicit values serve local multi-process runs and tests.
+    """
+    dc = config.distributed
+    if not dc.enabled or jax.distributed.is_initialized():
+        return
+    kwargs = {}
+    if dc.coordinator_address:  # local multi-process runs: CPU collectives need gloo (no effect on GPUs)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        kwargs = dict(coordinator_address=dc.coordinator_address, num_processes=dc.num_processes,
+                      process_id=dc.process_id)
+    jax.distributed.initialize(**kwargs)
+
+
+def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item in ("state", "params"):
+        registry.add(item, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
+        registry.add(item, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
+    registry.add("config", ocp.args.JsonSave, ocp.JsonCheckpointHandler)
+    registry.add("config", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+    registry.add("data", grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler)
+    registry.add("data", grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(directory, options=options, handler_registry=registry)
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+    bad = {k: metrics[k] for k in ("total", "grad_norm") if not np.isfinite(metrics[k])}
+    if bad:
+        raise TrainingDiverged(f"step {step}: {bad} is not finite; stopping. The last good checkpoint is kept; "
+                               "lower optimizer.lr or raise optimizer.grad_clip's strictness and resume.")
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything the loop needs, built once from the config (see ``Trainer.build``)."""
+
+    config: Any
+    model: RegionEditModel
+    mesh: Any
+    frozen: Any
+    state: TrainState
+    state_shardings: Any
+    step_fn: Any  # compiled train step
+    compile_seconds: float
+
+    @classmethod
+    def build(cls, config, sample_batch: dict[str, np.ndarray], towers: dict[str, Any] | None = None) -> Trainer:
+        mesh = mesh_lib.make_mesh(dict(config.mesh))
+        towers = towers or bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
+        model = RegionEditModel.from_towers(towers, config)
+        frozen_host = model.frozen_params()
+        frozen_sh = mesh_lib.frozen_shardings(frozen_host, mesh, config.sharding.frozen)
+        frozen = jax.device_put(frozen_host, frozen_sh)
+        tx = make_optimizer(config)
+
+        def init(rng):
+            return TrainState.create(model.init(rng, boxed=True), tx)
+
+        abstract = jax.eval_shape(init, jax.random.key(config.seed))
+        state_sh = mesh_lib.logical_shardings(abstract, mesh, config.sharding.logical_rules)
+        state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=state_sh)(jax.random.key(config.seed))
+        replicated = NamedSharding(mesh, P())
+        batch_sh = NamedSharding(mesh, mesh_lib.BATCH)
+        step = jax.jit(make_train_step(model, config), in_shardings=(state_sh, frozen_sh, batch_sh, replicated),
+                       out_shardings=(state_sh, replicated, batch_sh), donate_argnums=(0,))
+        start = time.perf_counter()
+        compiled = step.lower(state, frozen, pipeline.to_global(sample_batch, mesh), jax.random.key(0)).compile()
+        return cls(config, model, mesh, frozen, state, state_sh, compiled, time.perf_counter() - start)
+
+    def abstract_state(self) -> Any:
+        return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                      self.state, self.state_shardings)
+
+
+def _local_rows(x: jax.Array, n: int) -> np.ndarray:
+    """The first ``n`` rows of a batch-sharded global array that this process holds."""
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    seen, rows = set(), []
+    for shard in shards:
+        start = shard.index[0].start or 0
+        if start not in seen:
+            seen.add(start)
+            rows.append(np.asarray(shard.data))
+    return np.concatenate(rows)[:n]
+
+
+def _panel(trainer: Trainer, local: dict[str, np.ndarray], preview: dict[str, jax.Array]) -> np.ndarray:
+    n = trainer.config.train.panel_images
+    edited, mask = _local_rows(preview["edited"], n), _local_rows(preview["mask"], n)
+    n = len(edited)
+    texts = trainer.model.t5.tokenizer.batch_decode(local["t5_ids"][:n], skip_special_tokens=True)
+    return writers.panel(local["image"][:n], mask, edited, texts)
+
+
+def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = None) -> dict[str, float]:
+    """Trains ``config.train.num_steps`` steps in ``workdir``; returns the last logged metrics."""
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    tc = config.train
+    is_main = jax.process_index() == 0
+    say = print if is_main else (lambda *a, **k: None)
+    towers = towers or bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
+    dataset = pipeline.make_dataset(
+        config.data.path, image_size=config.image_size, global_batch_size=config.global_batch_size,
+        clip_tokenizer=towers["clip"].tokenizer, t5_tokenizer=towers["t5"].tokenizer, seed=config.seed,
+        t5_max_length=towers["t5"].max_length, crop=config.data.crop, worker_count=config.data.workers)
+    data = iter(dataset)
+    manager = _manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
+    first = next(iter(dataset))  # shapes for compiling; the training iterator is untouched
+    trainer = Trainer.build(config, first, towers)
+    say(f"mesh {dict(trainer.mesh.shape)} on {jax.device_count()} devices, {jax.process_count()} process(es); "
+        f"step compiled in {trainer.compile_seconds:.1f} s")
+
+    latest = manager.latest_step()
+    if latest is not None:
+        restored = manager.restore(latest, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(trainer.abstract_state()),
+            data=grain.checkpoint.CheckpointRestore(data)))
+        trainer.state = restored.state
+        say(f"resumed from {workdir}/checkpoints step {latest}")
+    elif tc.init_checkpoint:
+        params, step = params_io.restore_params(tc.init_checkpoint, trainer.state.params)
+        trainer.state = trainer.state.replace(params=jax.device_put(params, trainer.state_shardings.params))
+        say(f"initialised params from {tc.init_checkpoint} step {step}")
+
+    writer = writers.MetricWriter(os.path.join(workdir, "tensorboard"))
+    rng = jax.random.key(config.seed + 1)
+    step = int(trainer.state.step)
+    last: dict[str, float] = {}
+    timer = (time.perf_counter(), step)
+
+    def save(at: int, metrics) -> None:
+        _check_finite(at, {k: float(v) for k, v in jax.device_get(metrics).items()})
+        manager.save(at, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(trainer.state), params=ocp.args.StandardSave(trainer.state.params),
+            data=grain.checkpoint.CheckpointSave(data),
+            config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))))
+
+    with _Preemption() as preemption:
+        try:
+            while step < tc.num_steps:
+                local = next(data)
+                trainer.state, metrics, preview = trainer.step_fn(trainer.state, trainer.frozen,
+                                                         pipeline.to_global(local, trainer.mesh), rng)
+                step += 1
+                done = step == tc.num_steps or preemption.requested
+                if step % tc.log_every == 0 or done:
+                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    _check_finite(step, last)
+                    last.update({f"skipped/{k}": v for k, v in data.skipped.items()})
+                    writer.scalars(step, last)
+                    now = time.perf_counter()
+                    rate = (step - timer[1]) / max(now - timer[0], 1e-9)
+                    timer = (now, step)
+                    eta = (tc.num_steps - step) / max(rate, 1e-9)
+                    say(f"step {step}/{tc.num_steps}  loss {last['total']:.4f}  sem {last['sem']:.3f}  "
+                        f"clip {last['clip']:.3f}  dir {last['direction']:.3f}  struct {last['structure']:.4f}  "
+                        f"mask {last['mask_area']:.2f}  |g| {last['grad_norm']:.3g}  {rate:.2f} steps/s  "
+                        f"ETA {eta / 60:.1f} min", flush=True)
+                if tc.panel_every and (step % tc.panel_every == 0 or done) and is_main:
+                    image = _panel(trainer, local, preview)
+                    writers.save_png(os.path.join(workdir, "panels", f"step_{step:07d}.png"), image)
+                    writer.image(step, "panel", image)
+                if step % tc.checkpoint_every == 0 or done:
+                    save(step, metrics)
+                if preemption.requested:
+                    say(f"SIGTERM: saved step {step}; exiting so the job can be rescheduled.")
+                    break
+        finally:
+            manager.wait_until_finished()
+            manager.close()
+            writer.close()
+    return last
