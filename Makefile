@@ -1,4 +1,5 @@
-# Quick start: `make demo` runs the offline demo, `make test` the test suite.
+# Quick start: `make demo` trains on the bundled photos and edits with the result (offline),
+# `make test` runs the test suite.
 # Each sets up .venv (Python 3.11) on first use and reinstalls only when setup.py changes.
 
 SHELL := /bin/bash
@@ -7,7 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo benchmark test clean
 
 $(STAMP): setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +18,14 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python launch/demo.py --config=configs/tiny.py --workdir runs/demo
+	$(VENV)/bin/python launch/prepare_data.py --source samples --out runs/tiny_data
+	$(VENV)/bin/python launch/train.py --config=configs/tiny.py --workdir runs/tiny
+	$(VENV)/bin/python launch/edit.py --config=configs/tiny.py --checkpoint runs/tiny/checkpoints \
+	    --image sample:cat --instruction "turn the cat into a dog" --source_caption "a close-up of a tabby cat" \
+	    --out runs/tiny/edit
+
+benchmark: $(STAMP)
+	$(VENV)/bin/python launch/benchmark.py --config=configs/tiny.py --workdir runs/benchmark
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests

@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).",
                                           lock_config=True)
-_IMAGE = flags.DEFINE_string("image", None, "Image to edit.")
+_IMAGE = flags.DEFINE_string("image", None, "Image to edit (a path, or sample:ID for a bundled photo).")
 _INSTRUCTION = flags.DEFINE_string("instruction", None, "What to change.")
 _BATCH = flags.DEFINE_string("batch", None, "JSONL file of edits instead of --image/--instruction.")
 _OUT = flags.DEFINE_string("out", "runs/edit", "Output folder.")

@@ -61,12 +61,25 @@ def read_batch(path: str) -> list[dict[str, Any]]:
             if not isinstance(row, dict) or "image" not in row or "instruction" not in row:
                 raise ValueError(f"{path}:{number}: each line needs \"image\" and \"instruction\".")
             for key in ("image", "mask"):
-                if key in row:
+                if key in row and not str(row[key]).startswith("sample:"):
                     row[key] = os.path.join(root, row[key])
             rows.append(row)
     if not rows:
         raise ValueError(f"batch file {path!r} has no rows.")
     return rows
+
+
+def read_source(ref: str) -> np.ndarray:
+    """An image path, or ``sample:ID`` for a photo of the bundled sample set -> [H, W, 3] uint8."""
+    if ref.startswith("sample:"):
+        from regionedit_jax.data import samples
+
+        rows = {s.id: s for s in samples.load_samples()}
+        name = ref[len("sample:"):]
+        if name not in rows:
+            raise image_ops.ImageReadError(f"no bundled sample {name!r}; the samples are {sorted(rows)}.")
+        return rows[name].image()
+    return image_ops.read(ref)
 
 
 def validate(rows: Sequence[dict[str, Any]]) -> None:
@@ -79,7 +92,7 @@ def validate(rows: Sequence[dict[str, Any]]) -> None:
         for key in ("image", "mask"):
             if key in row:
                 try:
-                    image_ops.read(row[key])
+                    read_source(row[key])
                 except image_ops.ImageReadError as e:
                     raise ValueError(f"{where}{key}: {e}") from None
 
@@ -98,7 +111,7 @@ def run(editor, rows: Sequence[dict[str, Any]], out: str, *, seed: int, num_step
     bar = tqdm(total=len(rows), desc="editing", unit="image", disable=not progress or single)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        sources = [image_ops.read(r["image"]) for r in chunk]
+        sources = [read_source(r["image"]) for r in chunk]
         optional = {key: [r.get(key[:-1]) for r in chunk] for key in ("source_captions", "target_captions")}
         optional = {k: v for k, v in optional.items() if all(x is not None for x in v)}
         if any("mask" in r for r in chunk):

@@ -62,7 +62,7 @@ def test_command_line_override_typo_fails_with_the_key(tmp_path):
 
     root = os.path.join(os.path.dirname(__file__), "..")
     result = subprocess.run(
-        [sys.executable, "launch/demo.py", "--config=configs/tiny.py", "--config.global_batch_sise=4",
+        [sys.executable, "launch/benchmark.py", "--config=configs/tiny.py", "--config.global_batch_sise=4",
          f"--workdir={tmp_path}"], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert 'Did you mean "global_batch_size"' in result.stderr

@@ -1,4 +1,4 @@
-"""The offline demo behind ``launch/demo.py``: every frozen tower on a real photo, timed.
+"""The benchmark behind ``launch/benchmark.py``: every frozen tower on a real photo, timed.
 
 Runs each frozen tower the method uses: CLIP image features (CLS + patch tokens) of the
 source, CLIP text features of its caption and of the target description, T5 tokens of the

@@ -1,13 +1,13 @@
-"""The README's main command runs end to end on the tiny bundle and writes its picture."""
+"""The tower benchmark runs end to end on the tiny bundle and writes its pictures."""
 
 import os
 
 from PIL import Image
 
-from regionedit_jax import demo
+from regionedit_jax import benchmark
 
 
-def test_demo_runs_offline(tiny_bundle, tmp_path, capsys):
+def test_benchmark_runs_offline(tiny_bundle, tmp_path, capsys):
     import importlib.util
 
     path = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py")
@@ -15,7 +15,7 @@ def test_demo_runs_offline(tiny_bundle, tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(f"bundle={tiny_bundle}")
-    result = demo.run(config, str(tmp_path), sample_id="cat")
+    result = benchmark.run(config, str(tmp_path), sample_id="cat")
     out = capsys.readouterr().out
     assert "UNet (9 channels)" in out and "tabby cat" in out
     assert -1 <= result["cos"] <= 1
