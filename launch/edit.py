@@ -34,7 +34,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Images per compiled call in
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
-    from regionedit_jax import edit_cli
+    from regionedit_jax import describe, edit_cli
     from regionedit_jax.editor import Editor
 
     try:
@@ -53,7 +53,7 @@ def main(argv):
         folders = edit_cli.run(editor, rows, _OUT.value, seed=_SEED.value, num_steps=_STEPS.value,
                                guidance_scale=_GUIDANCE.value, threshold=_THRESHOLD.value,
                                batch_size=_BATCH_SIZE.value)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, describe.BackendError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {len(folders)} edit(s) to {_OUT.value}")

@@ -68,6 +68,18 @@ def test_bad_requests_are_refused_clearly(editor, photo):
         editor.edit_batch([photo], ["a", "b"])
 
 
+def test_unreachable_describe_server_names_the_url(editor, photo):
+    from regionedit_jax import describe
+
+    dead = describe.make("openai", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=0.5)
+    saved, editor.rewriter = editor.rewriter, dead
+    try:
+        with pytest.raises(describe.BackendError, match="127.0.0.1:9"):
+            editor.edit(photo, "make it red", source_caption="a cat")
+    finally:
+        editor.rewriter = saved
+
+
 def test_checkpointed_params_round_trip(editor, tmp_path):
     import jax
 
