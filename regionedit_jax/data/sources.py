@@ -411,15 +411,15 @@ class TfdsSource(IndexedSource):
 
 # Hugging Face datasets -------------------------------------------------------------------------
 
-def _split_files(root: Path, split: str) -> list[str]:
+def parquet_split_files(root: Path, split: str) -> list[str]:
     """Parquet files of `split` under a folder: '<split>-*.parquet' files or a <split>/ folder."""
     files = sorted(root.rglob("*.parquet"))
     mine = [p for p in files if p.name.split("-")[0].split(".")[0] == split
             or split in p.relative_to(root).parts[:-1]]
     if not mine:
         found = sorted({p.name.split("-")[0].split(".")[0] for p in files})
-        raise FileNotFoundError(f"no parquet files for split {split!r} under {root} "
-                                f"(files name the splits {found})")
+        raise FileNotFoundError(f"no parquet files for split {split!r} under {root} (the files there name "
+                                f"the splits {found}); the hub layout is data/{split}-00000-of-00001.parquet.")
     return [str(p) for p in mine]
 
 
@@ -441,7 +441,7 @@ class HfSource(IndexedSource):
                     raise ValueError(f"{path} has splits {sorted(data)}, not {split!r}")
                 data = data[split]
         elif root.is_dir():
-            data = datasets.load_dataset("parquet", data_files={split: _split_files(root, split)},
+            data = datasets.load_dataset("parquet", data_files={split: parquet_split_files(root, split)},
                                          split=split, cache_dir=cache_dir)
         else:
             data = datasets.load_dataset(path, split=split, cache_dir=cache_dir)
