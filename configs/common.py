@@ -90,7 +90,11 @@ def base() -> ml_collections.ConfigDict:
         log_every=50, checkpoint_every=1000, keep_checkpoints=3,
         panel_every=1000, panel_images=4,  # source | region | edited pictures (0 = never)
         init_checkpoint="",  # params to start from when the workdir has no checkpoint
+        eval_every=0,  # run config.evals every this many steps (0 = never; single-process runs)
     ))
+    # Periodic evaluators: name -> {"type": "emu_edit" | "magicbrush", options}; see
+    # regionedit_jax/evaluators and configs/eval_emu.py. Validated when training starts.
+    c.evals = ml_collections.ConfigDict()
     c.optimizer = ml_collections.ConfigDict(dict(
         lr=1e-4, warmup_steps=1000, end_lr_factor=0.01, b1=0.9, b2=0.999, weight_decay=0.01, grad_clip=1.0))
     # Eq.10-11 weights: alpha (L_sem), beta (L_CLIP), l1 (clip), l2 (direction), l3 (structure).

@@ -159,6 +159,35 @@ def _panel(trainer: Trainer, local: dict[str, np.ndarray], preview: dict[str, ja
     return writers.panel(local["image"][:n], mask, edited, texts)
 
 
+def _periodic_evaluation(config, towers: dict[str, Any], say):
+    """``params -> {"eval/<name>/<metric>": value}`` for ``config.evals``, or None when there are none.
+
+    The evaluators are built (and their options validated) here, before any training step.
+    """
+    if not config.evals:
+        return None
+    from regionedit_jax import evaluators
+    from regionedit_jax.editor import Editor
+
+    built = evaluators.build_all(config.evals, towers)
+    if jax.process_count() > 1:
+        say("config.evals: periodic evaluation runs in single-process training only; skipped here.")
+        return None
+    editor = Editor.from_towers(towers, config, params=None)
+
+    def run(params) -> dict[str, float]:
+        editor.params = jax.device_get(params)
+        out = {}
+        for name, evaluator in built.items():
+            for key, value in evaluator.run(editor).items():
+                if isinstance(value, (int, float)):
+                    out[f"eval/{name}/{key}"] = float(value)
+        say("  ".join(f"{k} {v:.4f}" for k, v in out.items()))
+        return out
+
+    return run
+
+
 def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = None) -> dict[str, float]:
     """Trains ``config.train.num_steps`` steps in ``workdir``; returns the last logged metrics."""
     workdir = os.path.abspath(workdir)
@@ -191,6 +220,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
         say(f"initialised params from {tc.init_checkpoint} step {step}")
 
     writer = writers.MetricWriter(os.path.join(workdir, "tensorboard"))
+    evaluate = _periodic_evaluation(config, towers, say)
     rng = jax.random.key(config.seed + 1)
     step = int(trainer.state.step)
     last: dict[str, float] = {}
@@ -230,6 +260,8 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                     writer.image(step, "panel", image)
                 if step % tc.checkpoint_every == 0 or done:
                     save(step, metrics)
+                if evaluate and tc.eval_every and (step % tc.eval_every == 0 or done):
+                    writer.scalars(step, evaluate(trainer.state.params))
                 if preemption.requested:
                     say(f"SIGTERM: saved step {step}; exiting so the job can be rescheduled.")
                     break
