@@ -159,7 +159,7 @@ def _panel(trainer: Trainer, local: dict[str, np.ndarray], preview: dict[str, ja
     return writers.panel(local["image"][:n], mask, edited, texts)
 
 
-def _periodic_evaluation(config, towers: dict[str, Any], say):
+def _periodic_evaluation(config, towers: dict[str, Any], params: Any, say):
     """``params -> {"eval/<name>/<metric>": value}`` for ``config.evals``, or None when there are none.
 
     The evaluators are built (and their options validated) here, before any training step.
@@ -173,7 +173,7 @@ def _periodic_evaluation(config, towers: dict[str, Any], say):
     if jax.process_count() > 1:
         say("config.evals: periodic evaluation runs in single-process training only; skipped here.")
         return None
-    editor = Editor.from_towers(towers, config, params=None)
+    editor = Editor.from_towers(towers, config, params=jax.device_get(params))
 
     def run(params) -> dict[str, float]:
         editor.params = jax.device_get(params)
@@ -220,7 +220,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
         say(f"initialised params from {tc.init_checkpoint} step {step}")
 
     writer = writers.MetricWriter(os.path.join(workdir, "tensorboard"))
-    evaluate = _periodic_evaluation(config, towers, say)
+    evaluate = _periodic_evaluation(config, towers, trainer.state.params, say)
     rng = jax.random.key(config.seed + 1)
     step = int(trainer.state.step)
     last: dict[str, float] = {}
