@@ -49,9 +49,20 @@ def clip_guidance(image_edit: jax.Array, text_target: jax.Array) -> jax.Array:
 
 
 def directional(image_edit: jax.Array, image_source: jax.Array, text_target: jax.Array,
-                text_source: jax.Array) -> jax.Array:
-    """Eq.8: the image moves in the direction the text moves; all inputs [B, d]."""
-    return jnp.mean(1.0 - cosine(image_edit - image_source, text_target - text_source))
+                text_source: jax.Array, edited: jax.Array | None = None) -> jax.Array:
+    """Eq.8: the image moves in the direction the text moves; embeddings [B, d].
+
+    ``edited`` [B] (bool) marks rows whose image changed at all: for an empty mask
+    E(I_edit) - E(I_src) is zero, its direction undefined and its gradient unbounded, so
+    such rows are left out of the mean (the term is 0 when no row changed).
+    """
+    image_dir, text_dir = image_edit - image_source, text_target - text_source
+    if edited is None:
+        return jnp.mean(1.0 - cosine(image_dir, text_dir))
+    # Unchanged rows get a stand-in direction before the norm, so no 0/0 reaches the gradient.
+    safe = jnp.where(edited[:, None], image_dir, text_dir)
+    per_row = jnp.where(edited, 1.0 - cosine(safe, text_dir), 0.0)
+    return jnp.sum(per_row) / jnp.maximum(jnp.sum(edited.astype(per_row.dtype)), 1.0)
 
 
 def self_similarity(tokens: jax.Array) -> jax.Array:
@@ -66,11 +77,12 @@ def structure(tokens_edit: jax.Array, tokens_source: jax.Array) -> jax.Array:
 
 
 def total(weights: LossWeights, *, projected_fused, projected_source, text_target, text_source,
-          image_edit, image_source, tokens_edit, tokens_source) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Eq.10-11: the weighted total and every term (for metrics)."""
+          image_edit, image_source, tokens_edit, tokens_source,
+          edited: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eq.10-11: the weighted total and every term (for metrics); ``edited`` as in ``directional``."""
     terms = semantic(projected_fused, projected_source, text_target, text_source)
     terms["clip"] = clip_guidance(image_edit, text_target)
-    terms["direction"] = directional(image_edit, image_source, text_target, text_source)
+    terms["direction"] = directional(image_edit, image_source, text_target, text_source, edited)
     terms["structure"] = structure(tokens_edit, tokens_source)
     terms["clip_total"] = (weights.clip * terms["clip"] + weights.direction * terms["direction"]
                            + weights.structure * terms["structure"])

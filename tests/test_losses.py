@@ -59,3 +59,15 @@ def test_ablation_weights_remove_terms_and_gradients_flow():
     grad = jax.grad(lambda e: losses.total(losses.LossWeights(), image_edit=e, **args)[0])(
         jnp.asarray(_rand(2, 8, seed=4)))
     assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
+
+
+def test_direction_skips_rows_whose_image_did_not_change():
+    src, tt, ts = _rand(3, 8, seed=1), _rand(3, 8, seed=2), _rand(3, 8, seed=3)
+    edit = src.copy()
+    edit[0] += _rand(8, seed=4)  # only row 0 changed
+    edited = np.array([True, False, False])
+    expected = 1 - _np_cos(edit[0] - src[0], tt[0] - ts[0])
+    np.testing.assert_allclose(losses.directional(edit, src, tt, ts, edited), expected, rtol=1e-5)
+    grad = jax.grad(lambda e: losses.directional(e, src, tt, ts, jnp.asarray(edited)))(jnp.asarray(edit))
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad[1:]).max()) == 0.0
+    assert float(losses.directional(src, src, tt, ts, np.zeros(3, bool))) == 0.0

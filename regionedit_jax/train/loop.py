@@ -240,7 +240,8 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                 trainer.state, metrics, preview = trainer.step_fn(trainer.state, trainer.frozen,
                                                          pipeline.to_global(local, trainer.mesh), rng)
                 step += 1
-                done = step == tc.num_steps or preemption.requested
+                preempted = preemption.requested  # read once: a later SIGTERM is handled after the next step
+                done = step == tc.num_steps or preempted
                 if step % tc.log_every == 0 or done:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     _check_finite(step, last)
@@ -262,7 +263,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                     save(step, metrics)
                 if evaluate and tc.eval_every and (step % tc.eval_every == 0 or done):
                     writer.scalars(step, evaluate(trainer.state.params))
-                if preemption.requested:
+                if preempted:
                     say(f"SIGTERM: saved step {step}; exiting so the job can be rescheduled.")
                     break
         finally:

@@ -41,9 +41,23 @@ def make_mesh(sizes: dict[str, int], devices: Sequence[jax.Device] | None = None
 
 
 def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str | None]]) -> Any:
-    """NamedShardings for a tree of flax ``Partitioned`` (or plain) leaves via logical rules."""
+    """NamedShardings for a tree of flax ``Partitioned`` (or plain) leaves via logical rules.
+
+    A dimension the rule's mesh axes do not divide (e.g. a 1-wide ``embed`` output) is
+    replicated instead, as ``frozen_shardings`` does for the towers.
+    """
     specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, [tuple(r) for r in rules])
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, [tuple(r) for r in rules])
+
+    def fit(sharding: NamedSharding, leaf: Any) -> NamedSharding:
+        spec = list(sharding.spec)
+        for i, axes in enumerate(spec):
+            names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            if names and leaf.shape[i] % int(np.prod([mesh.shape[a] for a in names])):
+                spec[i] = None
+        return NamedSharding(mesh, P(*spec))
+
+    return jax.tree_util.tree_map(fit, shardings, nn.meta.unbox(boxed_tree))
 
 
 def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:

@@ -47,11 +47,11 @@ def make_loss_fn(model: RegionEditModel, config) -> Callable:
         edited = mask * generated + (1.0 - mask) * images
         edit = model.clip.encode_image(frozen["clip"], edited)
         project = lambda tokens: model.projector.apply({"params": params["projector"]}, tokens)  # noqa: E731
+        area = hard.mean(axis=(1, 2))
         total, terms = losses.total(
             weights, projected_fused=project(out.fused), projected_source=project(source.patches),
             text_target=text_target, text_source=text_source, image_edit=edit.cls, image_source=source.cls,
-            tokens_edit=edit.patches, tokens_source=source.patches)
-        area = hard.mean(axis=(1, 2))
+            tokens_edit=edit.patches, tokens_source=source.patches, edited=area > 0)
         terms.update(mask_area=area.mean(), empty_masks=(area == 0).mean(), full_masks=(area == 1).mean())
         return total, (terms, {"edited": edited, "mask": hard})
 
@@ -67,8 +67,8 @@ def make_train_step(model: RegionEditModel, config) -> Callable:
         """-> (new state, scalar metrics, preview {"edited" [b,S,S,3] uint8, "mask" [b,S,S] uint8})."""
         rng = jax.random.fold_in(rng, state.step)
         (_, (terms, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, frozen, batch, rng)
-        metrics = {**terms, "grad_norm": optax.global_norm(grads),
-                   "grad_norm_region": optax.global_norm(grads["region"]), "lr": schedule(state.step)}
+        metrics = {**terms, "grad_norm": optax.tree.norm(grads),
+                   "grad_norm_region": optax.tree.norm(grads["region"]), "lr": schedule(state.step)}
         preview = {"edited": jnp.round(extras["edited"] * 255).astype(jnp.uint8),
                    "mask": extras["mask"].astype(jnp.uint8)}
         return state.apply_gradients(grads), metrics, preview
