@@ -17,9 +17,14 @@ PARAMS = "params"
 
 
 def _manager(path: str) -> ocp.CheckpointManager:
+    import grain
+
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
-        registry.add(PARAMS, args, ocp.StandardCheckpointHandler)
+    for item in (PARAMS, "state"):  # training checkpoints hold the other items too
+        for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
+            registry.add(item, args, ocp.StandardCheckpointHandler)
+    registry.add("config", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+    registry.add("data", grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler)
     return ocp.CheckpointManager(path, handler_registry=registry)
 
 
