@@ -202,6 +202,11 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
         t5_max_length=towers["t5"].max_length, crop=config.data.crop, worker_count=config.data.workers)
     data = iter(dataset)
     manager = _manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
+    if (manager.latest_step() or 0) >= tc.num_steps:
+        say(f"{workdir} is already trained to step {manager.latest_step()} (train.num_steps={tc.num_steps}); "
+            "nothing to do. Raise --config.train.num_steps to train further.")
+        manager.close()
+        return {}
     first = next(iter(dataset))  # shapes for compiling; the training iterator is untouched
     trainer = Trainer.build(config, first, towers)
     say(f"mesh {dict(trainer.mesh.shape)} on {jax.device_count()} devices, {jax.process_count()} process(es); "
