@@ -411,6 +411,20 @@ class TfdsSource(IndexedSource):
 
 # Hugging Face datasets -------------------------------------------------------------------------
 
+def saved_split(root: Path, split: str, what: str):
+    """``split`` of a ``save_to_disk`` folder, or None when ``root`` is not one."""
+    import datasets
+
+    if not ((root / "dataset_dict.json").is_file() or (root / "state.json").is_file()):
+        return None
+    data = datasets.load_from_disk(str(root))
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"{what} at {root} has splits {sorted(data)}, not {split!r}.")
+        data = data[split]
+    return data
+
+
 def parquet_split_files(root: Path, split: str) -> list[str]:
     """Parquet files of `split` under a folder: '<split>-*.parquet' files or a <split>/ folder."""
     files = sorted(root.rglob("*.parquet"))
@@ -434,16 +448,11 @@ class HfSource(IndexedSource):
         import datasets
 
         root = Path(path)
-        if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
-            data = datasets.load_from_disk(str(root))
-            if isinstance(data, datasets.DatasetDict):
-                if split not in data:
-                    raise ValueError(f"{path} has splits {sorted(data)}, not {split!r}")
-                data = data[split]
-        elif root.is_dir():
+        data = saved_split(root, split, "the dataset")
+        if data is None and root.is_dir():
             data = datasets.load_dataset("parquet", data_files={split: parquet_split_files(root, split)},
                                          split=split, cache_dir=cache_dir)
-        else:
+        elif data is None:
             data = datasets.load_dataset(path, split=split, cache_dir=cache_dir)
         self.image_column = image_column or next(
             (name for name, f in data.features.items() if isinstance(f, datasets.Image)), None)

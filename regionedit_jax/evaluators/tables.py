@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from regionedit_jax import images as image_ops
-from regionedit_jax.data.sources import parquet_split_files
+from regionedit_jax.data.sources import parquet_split_files, saved_split
 
 
 def load(source: str, split: str, *, what: str, columns: Sequence[str], image_columns: Sequence[str]):
@@ -38,22 +38,17 @@ def load(source: str, split: str, *, what: str, columns: Sequence[str], image_co
     import pyarrow.parquet as pq
 
     root = Path(os.path.expanduser(source))
-    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
-        data = datasets.load_from_disk(str(root))
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise ValueError(f"the {what} copy at {source} has splits {sorted(data)}, not {split!r}.")
-            data = data[split]
-    elif root.is_dir():
+    data = saved_split(root, split, f"the {what} copy")
+    if data is None and root.is_dir():
         tables = [pq.read_table(f, memory_map=True) for f in parquet_split_files(root, split)]
         try:
             data = datasets.Dataset(pa.concat_tables(tables))
         except pa.ArrowInvalid as e:
             raise ValueError(f"the {what} parquet files under {source} ({split}) disagree on their "
                              f"columns: {e}") from None
-    elif source.count("/") != 1 or source.startswith((".", "/", "~")):  # a path, not a hub id
+    elif data is None and (source.count("/") != 1 or source.startswith((".", "/", "~"))):  # a path
         raise FileNotFoundError(f"the {what} dataset folder {source!r} does not exist.")
-    else:
+    elif data is None:
         try:
             data = datasets.load_dataset(source, split=split)
         except (FileNotFoundError, ConnectionError, OSError, ValueError) as e:
