@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from regionedit_jax.towers import tiny
 
 
@@ -36,8 +38,33 @@ def test_deterministic_for_a_seed_and_kept_when_complete(tiny_bundle, tmp_path):
     before = os.path.getmtime(marker)
     tiny.write_bundle(again, seed=0)  # complete and identical: kept
     assert os.path.getmtime(marker) == before
-    tiny.write_bundle(again, seed=2)  # another seed: rewritten
+    with pytest.raises(tiny.BundleFolderError, match="seed 0 .*not seed 2.*--force"):
+        tiny.write_bundle(again, seed=2)  # another seed: refused, the old bundle kept
+    assert json.load(open(marker))["seed"] == 0
+    tiny.write_bundle(again, seed=2, force=True)
     assert json.load(open(marker))["seed"] == 2
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_that_is_not_a_bundle_is_never_touched(tmp_path, force):
+    folder = tmp_path / "my_photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(tiny.BundleFolderError, match="holds no tiny bundle.*untouched"):
+        tiny.write_bundle(str(folder), seed=0, force=force)
+    assert os.listdir(folder) == ["holiday.jpg"]
+    assert (folder / "holiday.jpg").read_bytes() == b"precious"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(tiny.BundleFolderError, match="not a folder"):
+        tiny.write_bundle(str(tmp_path / "file"), seed=0, force=force)
+    assert (tmp_path / "file").read_text() == "x"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tiny")]
+
+
+def test_an_empty_folder_becomes_a_bundle(tmp_path):
+    (tmp_path / "empty").mkdir()
+    tiny.write_bundle(str(tmp_path / "empty"), seed=0)
+    assert tiny.read_manifest(str(tmp_path / "empty"))["seed"] == 0
 
 
 def test_t5_tokenizer_uses_t5_ids(t5_tower):

@@ -263,17 +263,47 @@ def weights_digest(bundle: str) -> str:
 WRITERS = {"clip": write_clip, "t5": write_t5, "sd_inpaint": write_sd_inpaint, "dino": write_dino}
 
 
+class BundleFolderError(ValueError):
+    """The folder named for a tiny bundle holds something else (never overwritten)."""
+
+
+def read_manifest(out: str) -> dict[str, Any] | None:
+    """The ``bundle.json`` of a tiny bundle folder, or None when ``out`` holds none."""
+    marker = os.path.join(out, "bundle.json")
+    if not os.path.isfile(marker):
+        return None
+    try:
+        with open(marker, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "seed" in manifest and "format" in manifest else None
+
+
 def write_bundle(out: str, seed: int = 0, force: bool = False) -> str:
     """Writes the tiny bundle to ``out`` (atomically); returns ``out``.
 
-    An existing complete bundle with the same seed and format is kept unless ``force``.
+    An existing complete bundle with the same seed and format is kept. A bundle of another
+    seed or format is replaced only with ``force`` (a checkpoint trained on it would be
+    silently wrong otherwise). A folder that is not a tiny bundle and is not empty is never
+    touched, with or without ``force``.
     """
     manifest = {"format": FORMAT, "seed": seed, "towers": sorted(WRITERS)}
-    marker = os.path.join(out, "bundle.json")
-    if not force and os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as f:
-            if json.load(f) == manifest:
-                return out
+    existing = read_manifest(out)
+    if existing == manifest:
+        return out
+    if os.path.lexists(out):
+        if not os.path.isdir(out) or os.path.islink(out):
+            raise BundleFolderError(f"towers bundle {out!r} exists and is not a folder; name a new folder "
+                                    "for the tiny bundle.")
+        if existing is None and os.listdir(out):
+            raise BundleFolderError(f"towers bundle {out!r} is a folder that holds no tiny bundle "
+                                    "(no bundle.json); it is left untouched. Name an empty or new folder.")
+        if existing is not None and not force:
+            raise BundleFolderError(
+                f"towers bundle {out!r} was written with seed {existing.get('seed')} (format "
+                f"{existing.get('format')}), not seed {seed} (format {FORMAT}); a checkpoint trained on it "
+                "would not match other towers. Use another folder, or rewrite it with --force.")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tiny-", dir=parent)
@@ -281,9 +311,13 @@ def write_bundle(out: str, seed: int = 0, force: bool = False) -> str:
         for name, write in WRITERS.items():
             write(os.path.join(tmp, name), seed + hash_name(name))
         _write_json(os.path.join(tmp, "bundle.json"), manifest)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if os.path.isdir(out):  # an empty folder, or a bundle that ``force`` replaces
+            old = tempfile.mkdtemp(prefix=".tiny-old-", dir=parent)
+            os.replace(out, os.path.join(old, "bundle"))
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
