@@ -51,10 +51,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["regionedit_jax", "regionedit_jax.*", "configs"])
-    + ["regionedit_jax.towers.assets"],
+    packages=find_packages(include=["regionedit_jax", "regionedit_jax.*"]) + ["regionedit_jax.towers.assets"],
     include_package_data=True,
-    package_data={"regionedit_jax.towers.assets": ["*.txt"]},
+    package_data={"regionedit_jax.towers.assets": ["*.txt"], "regionedit_jax.data": ["samples.jsonl", "SAMPLES.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

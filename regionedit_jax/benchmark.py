@@ -1,11 +1,11 @@
-"""The benchmark behind ``launch/benchmark.py``: every frozen tower on a real photo, timed.
+"""The benchmark behind ``launch/benchmark.py``: every frozen part on a real photo, timed.
 
-Runs each frozen tower the method uses: CLIP image features (CLS + patch tokens) of the
+Runs each frozen part the method uses: CLIP image features (CLS + patch tokens) of the
 source, CLIP text features of its caption and of the target description, T5 tokens of the
-instruction, the SD VAE round trip and one 9-channel inpainting UNet call, each jitted and
-timed twice (the first call includes compilation). Then a whole edit through the Editor
-(region prediction, DDIM sampling, compositing), written as edited.png, mask.png,
-overlay.png and result.json. The region predictor is untrained here: its region is arbitrary.
+instruction, and the configured generator repainting the whole image, each jitted and timed
+twice (the first call includes compilation). Then a whole edit through the Editor (region
+prediction, generation, compositing), written as edited.png, mask.png, overlay.png and
+result.json. The region predictor is untrained here: its region is arbitrary.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from regionedit_jax import edit_cli
+from regionedit_jax import edit_cli, generators
 from regionedit_jax.data import samples as samples_lib
 from regionedit_jax.editor import Editor
 from regionedit_jax.towers import bundle
@@ -50,10 +50,11 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
     os.makedirs(workdir, exist_ok=True)
     print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
     start = time.perf_counter()
-    towers = bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
+    towers = bundle.load(config.towers, ("clip", "t5") + generators.towers_for(config.generator), seed=config.seed)
     print(f"towers loaded in {time.perf_counter() - start:.1f} s "
           f"({config.towers.bundle or 'from config paths'})")
-    clip, t5, sd = towers["clip"], towers["t5"], towers["sd_inpaint"]
+    clip, t5 = towers["clip"], towers["t5"]
+    generator = generators.make(config.generator, towers)
 
     rows = {s.id: s for s in samples_lib.load_samples()}
     if sample_id not in rows:
@@ -67,7 +68,7 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
     source = square_resize(photo, config.image_size)[None]
     clip_ids, clip_mask = clip.tokenize([sample.caption, edit.target_caption])
     t5_ids, t5_mask = t5.tokenize([edit.instruction])
-    sd_ids = sd.tokenize([edit.target_caption])
+    prompt_ids = generator.tokenize([edit.target_caption])
 
     lines = []
     image_features, line = _timed("CLIP image (original size)", jax.jit(clip.encode_image), clip.params, photo)
@@ -76,27 +77,22 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
     lines.append(line)
     _, line = _timed("T5 instruction", jax.jit(t5.encode), t5.params, t5_ids, t5_mask)
     lines.append(line)
-    latents, line = _timed("VAE encode", jax.jit(sd.vae_encode), sd.params, source)
-    lines.append(line)
-    recon, line = _timed("VAE decode", jax.jit(sd.vae_decode), sd.params, latents)
-    lines.append(line)
-    text_states, line = _timed("SD text encoder", jax.jit(sd.encode_text), sd.params, sd_ids)
-    lines.append(line)
-    mask = jnp.zeros(latents.shape[:-1] + (1,))
-    unet_in = jnp.concatenate([latents, mask, latents], axis=-1)
-    _, line = _timed("UNet (9 channels)", jax.jit(sd.unet), sd.params, unet_in, jnp.array([500]), text_states)
+    full = jnp.ones(source.shape[:-1] + (1,))
+    generated, line = _timed(f"generator {generator.name} ({config.generator.num_steps} steps)",
+                             jax.jit(generator.generate), generator.params, source, full, prompt_ids,
+                             jax.random.key(0), config.generator.guidance_scale)
     lines.append(line)
     print("\n".join(lines))
 
     cos = float(jnp.sum(image_features.cls * text_features, axis=-1)[0])
     print(f"cos(CLIP image, CLIP caption) = {cos:+.3f} (random tiny towers: no meaning yet)")
-    panel = np.concatenate([source[0], np.asarray(recon[0])], axis=1)
+    panel = np.concatenate([source[0], np.asarray(generated[0])], axis=1)
     scale = max(1, 256 // config.image_size)
     picture = Image.fromarray((panel * 255).round().astype(np.uint8)).resize(
         (panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST)
     path = os.path.join(workdir, "demo.png")
     picture.save(path)
-    print(f"source | VAE reconstruction -> {path}")
+    print(f"source | generator output for the whole image -> {path}")
 
     editor = Editor.from_towers(towers, config, params=None)
     result = editor.edit(photo, edit.instruction, seed=config.seed, source_caption=sample.caption,
@@ -105,7 +101,8 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
                         target_caption=edit.target_caption)
     edit_dir = os.path.join(workdir, "edit")
     edit_cli.write_result(edit_dir, photo, result, {"seed": config.seed, "sample": sample.id})
-    print(f"edit ({config.sampler.num_steps} DDIM steps at {config.image_size}px): compile "
+    print(f"edit ({config.generator.num_steps} {config.generator.name} steps, longer side <= "
+          f"{config.edit.max_side}px): compile "
           f"{result.timings['compile']:.1f} s, then {again.timings['edit'] * 1e3:.0f} ms; region covers "
           f"{result.mask.mean():.1%} -> {edit_dir}/overlay.png, edited.png")
     return {"cos": cos, "edit_ms": again.timings["edit"] * 1e3}

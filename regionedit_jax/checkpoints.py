@@ -16,16 +16,26 @@ import orbax.checkpoint as ocp
 PARAMS = "params"
 
 
-def _manager(path: str) -> ocp.CheckpointManager:
+def manager(directory: str, keep: int | None = None, create: bool = False) -> ocp.CheckpointManager:
+    """The one CheckpointManager factory, for the trainer and the params reader alike.
+
+    It knows every item a training checkpoint holds: ``state`` and ``params`` (standard
+    pytrees), ``config`` (JSON) and ``data`` (each process's grain iterator position), so a
+    reader that restores only ``params`` does not trip over the others. ``keep``: the last
+    this many steps are kept (None: all); ``create``: make the folder.
+    """
     import grain
 
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    for item in (PARAMS, "state"):  # training checkpoints hold the other items too
+    for item in (PARAMS, "state"):
         for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
             registry.add(item, args, ocp.StandardCheckpointHandler)
-    registry.add("config", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
-    registry.add("data", grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler)
-    return ocp.CheckpointManager(path, handler_registry=registry)
+    for args in (ocp.args.JsonSave, ocp.args.JsonRestore):
+        registry.add("config", args, ocp.JsonCheckpointHandler)
+    for args in (grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointRestore):
+        registry.add("data", args, grain.checkpoint.CheckpointHandler)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options, handler_registry=registry)
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -35,9 +45,9 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 def save_params(directory: str, step: int, params: Any) -> None:
     """Writes ``params`` as step ``step`` of the checkpoint folder ``directory``."""
-    with _manager(os.path.abspath(directory)) as manager:
-        manager.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params)}))
-        manager.wait_until_finished()
+    with manager(directory, create=True) as checkpoints:
+        checkpoints.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params)}))
+        checkpoints.wait_until_finished()
 
 
 def restore_params(directory: str, target: Any, step: int | None = None) -> tuple[Any, int]:
@@ -49,19 +59,19 @@ def restore_params(directory: str, target: Any, step: int | None = None) -> tupl
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint folder {directory!r} does not exist; pass a training "
                                 "workdir's checkpoints/ folder (or omit it to start from a fresh init).")
-    with _manager(path) as manager:
-        steps = manager.all_steps()
+    with manager(path) as checkpoints:
+        steps = checkpoints.all_steps()
         if not steps:
             raise FileNotFoundError(f"checkpoint folder {directory!r} holds no finished steps.")
         step = max(steps) if step is None else step
         if step not in steps:
             raise FileNotFoundError(f"checkpoint folder {directory!r} has steps {sorted(steps)}, not {step}.")
-        stored, wanted = _shapes(manager.item_metadata(step)[PARAMS].tree), _shapes(target)
+        stored, wanted = _shapes(checkpoints.item_metadata(step)[PARAMS].tree), _shapes(target)
         if stored != wanted:
             diff = sorted(set(stored.items()) ^ set(wanted.items()))[:6]
             raise ValueError(f"checkpoint {directory!r} step {step} does not match this config's region "
                              f"predictor (first differences, as (path, shape): {diff}). Was it trained "
                              "with another config.region or other towers?")
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        restored = manager.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract)}))
+        restored = checkpoints.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract)}))
     return restored[PARAMS], step

@@ -79,7 +79,7 @@ def read_source(ref: str) -> np.ndarray:
         if name not in rows:
             raise image_ops.ImageReadError(f"no bundled sample {name!r}; the samples are {sorted(rows)}.")
         return rows[name].image()
-    return image_ops.read(ref)
+    return image_ops.decode(ref)
 
 
 def validate(rows: Sequence[dict[str, Any]]) -> None:
@@ -103,8 +103,9 @@ def run(editor, rows: Sequence[dict[str, Any]], out: str, *, seed: int, num_step
     """Edits ``rows`` in batches of ``batch_size`` and writes each result; returns the folders."""
     from tqdm import tqdm
 
-    settings = {"seed": seed, "num_steps": num_steps or editor.config.sampler.num_steps,
-                "guidance_scale": editor.config.sampler.guidance_scale if guidance_scale is None else guidance_scale,
+    gc = editor.config.generator
+    settings = {"seed": seed, "generator": gc.name, "num_steps": num_steps or gc.num_steps,
+                "guidance_scale": gc.guidance_scale if guidance_scale is None else guidance_scale,
                 "threshold": editor.config.region.threshold if threshold is None else threshold}
     single = len(rows) == 1
     folders = []

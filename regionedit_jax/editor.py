@@ -4,16 +4,19 @@
   result = editor.edit("photo.jpg", "replace the cookies with candles", seed=0)
   result.image, result.mask, result.probs, result.target_caption, result.timings
 
-Edits run at ``config.image_size`` squared (the whole image, resized); the output is
-composited at the source's own size, so every pixel outside the region is the source's.
-Without a checkpoint the region predictor is a fresh random init (a warning says so):
-its regions mean nothing until it is trained.
+Each edit runs at the source's aspect ratio (``images.working_shape``: each side a multiple
+of the generator's, the longer side at most ``config.edit.max_side``) through the model's
+one forward path; a batch of mixed shapes is split into buckets of equal working shape, one
+compiled call each (compiled once per shape and step count, then cached). The generated
+image is resized back to the source's resolution and composited there with the same
+``model.composite``, so every pixel outside the region is the source's, exactly. Without a
+checkpoint the region predictor is a fresh random init (a warning says so): its regions mean
+nothing until it is trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -22,11 +25,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
-from regionedit_jax import checkpoints, describe, images as image_ops
-from regionedit_jax.model import RegionEditModel
-from regionedit_jax.sampler import SamplerOptions
+from regionedit_jax import checkpoints, describe, generators, images as image_ops
+from regionedit_jax.model import RegionEditModel, composite
 from regionedit_jax.towers import bundle
 
 
@@ -42,21 +43,18 @@ class EditResult:
 
 
 def _as_rgb(image: Any) -> np.ndarray:
-    """A path, PIL image or array -> [H, W, 3] float32 in [0, 1]."""
-    if isinstance(image, (str, os.PathLike)):
-        image = image_ops.read(image)
-    elif isinstance(image, Image.Image):
-        image = image_ops.to_rgb(image)
-    return np.asarray(image_ops.standardize(np.asarray(image))[0])
+    """A path, bytes, PIL image or array -> [H, W, 3] float32 in [0, 1] (``images.decode``)."""
+    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        return np.asarray(image_ops.standardize(image)[0])
+    return image_ops.decode(image).astype(np.float32) / 255.0
 
 
 def _as_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
     """A path, PIL image or array of the source's size -> [H, W] bool (nonzero = edit)."""
-    if isinstance(mask, (str, os.PathLike)):
-        mask = image_ops.read(mask)
-    array = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
-    if array.ndim == 3:
-        array = array.max(axis=-1)
+    if isinstance(mask, np.ndarray) and mask.ndim == 2:
+        array = mask
+    else:
+        array = image_ops.decode(mask).max(axis=-1)
     if array.shape != shape:
         raise ValueError(f"the mask is {array.shape[1]}x{array.shape[0]} (WxH) but the image is "
                          f"{shape[1]}x{shape[0]}; give a mask of the image's size.")
@@ -64,23 +62,29 @@ def _as_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _resize(x: np.ndarray, h: int, w: int, method: str) -> np.ndarray:
-    return np.asarray(jax.image.resize(x, (h, w) + x.shape[2:], method))
+    if x.shape[:2] == (h, w):
+        return np.asarray(x)
+    return np.asarray(jax.image.resize(x, (h, w) + x.shape[2:], method, antialias=method != "nearest"))
 
 
 class Editor:
-    """Edits images by instruction with a region predictor and a frozen inpainting model."""
+    """Edits images by instruction with a region predictor and a frozen generator."""
 
-    def __init__(self, model: RegionEditModel, params: Any, config, captioner=None, rewriter=None):
+    def __init__(self, model: RegionEditModel, params: Any, config, captioner=None, rewriter=None,
+                 towers: dict[str, Any] | None = None):
         self.model, self.params, self.config = model, params, config
         self.captioner, self.rewriter = captioner, rewriter
+        self.towers = towers or {}
         self.frozen = model.frozen_params()
+        self._models: dict[int, RegionEditModel] = {int(config.generator.num_steps): model}
         self._compiled: dict[tuple, Any] = {}
         self.compile_seconds: dict[tuple, float] = {}
 
     @classmethod
     def from_config(cls, config, checkpoint: str | None = None, params: Any = None) -> Editor:
-        """Loads the towers and describers of ``config``; params from ``checkpoint`` or a fresh init."""
-        towers = bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
+        """Loads the towers, generator and describers of ``config``; params from ``checkpoint`` or a fresh init."""
+        names = ("clip", "t5") + generators.towers_for(config.generator)
+        towers = bundle.load(config.towers, names, seed=config.seed)
         return cls.from_towers(towers, config, checkpoint=checkpoint, params=params)
 
     @classmethod
@@ -105,7 +109,8 @@ class Editor:
             raise ValueError(f"config.describe: captioner must be one of {sorted(captioner)} and rewriter "
                              f"one of {sorted(rewriter)}; got {dc.captioner!r}, {dc.rewriter!r}.")
         make_captioner = captioner[dc.captioner]
-        return cls(model, params, config, make_captioner() if make_captioner else None, rewriter[dc.rewriter]())
+        return cls(model, params, config, make_captioner() if make_captioner else None, rewriter[dc.rewriter](),
+                   towers=towers)
 
     # ----------------------------------------------------------------------------- public
 
@@ -122,13 +127,13 @@ class Editor:
                    threshold: float | None = None, source_captions: Sequence[str] | None = None,
                    target_captions: Sequence[str] | None = None,
                    masks: Sequence[Any] | None = None) -> list[EditResult]:
-        """Edits several images in one compiled call.
+        """Edits several images; images of one working shape share one compiled call.
 
         Args:
-          images: paths, PIL images or arrays ([H, W, C], uint8 or floats in [0, 1]).
+          images: paths, bytes, PIL images or arrays ([H, W, C], uint8 or floats in [0, 1]).
           instructions: one non-empty instruction per image.
-          seed: the sampler's noise seed (same seed, same result).
-          num_steps, guidance_scale, threshold: override ``config.sampler`` / ``config.region``.
+          seed: the generator's noise seed (same seed, same result).
+          num_steps, guidance_scale, threshold: override ``config.generator`` / ``config.region``.
           source_captions, target_captions: descriptions to use instead of the describers'.
           masks: regions to repaint instead of the predicted ones (same size as each image).
         """
@@ -139,35 +144,45 @@ class Editor:
         for i, text in enumerate(instructions):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"instruction {i} is empty; say what to change, e.g. 'make the car red'.")
+        gc, rc = self.config.generator, self.config.region
+        steps = int(num_steps or gc.num_steps)
+        guidance = float(gc.guidance_scale if guidance_scale is None else guidance_scale)
+        tau = float(rc.threshold if threshold is None else threshold)
         sources = [_as_rgb(x) for x in images]
         user_masks = None if masks is None else [_as_mask(m, s.shape[:2]) for m, s in zip(masks, sources, strict=True)]
-        size = self.model.image_size
-        small = np.stack([_resize(s, size, size, "bicubic").clip(0, 1) for s in sources])
-        src_caps, tgt_caps = self._describe(small, list(instructions), source_captions, target_captions)
+        model = self._model(steps)
+        work = self.working_images(sources)
+        shapes = [w.shape[:2] for w in work]
+        src_caps, tgt_caps = self._describe(work, list(instructions), source_captions, target_captions)
         described = time.perf_counter()
 
-        sc, rc = self.config.sampler, self.config.region
-        steps = num_steps or sc.num_steps
         t5_ids, t5_mask = self.model.t5.tokenize(list(instructions))
-        prompt_ids = self.model.sd.tokenize(tgt_caps)
-        small_masks = np.zeros((len(sources), size, size), np.float32) if user_masks is None else np.stack(
-            [_resize(m.astype(np.float32), size, size, "nearest") for m in user_masks])
-        args = (self.params, self.frozen, small, t5_ids, t5_mask, prompt_ids, jax.random.key(seed),
-                jnp.float32(sc.guidance_scale if guidance_scale is None else guidance_scale),
-                jnp.float32(rc.threshold if threshold is None else threshold), small_masks,
-                jnp.bool_(user_masks is not None))
-        fn, compile_s = self._executable(steps, args)
-        out = jax.device_get(fn(*args))
+        prompt_ids = model.generator.tokenize(tgt_caps)
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            buckets.setdefault(shape, []).append(i)
+        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        compile_s = 0.0
+        for shape, rows in buckets.items():
+            bucket_masks = np.zeros((len(rows),) + shape, np.float32) if user_masks is None else np.stack(
+                [_resize(user_masks[i].astype(np.float32), *shape, "nearest") for i in rows])
+            args = (self.params, self.frozen, np.stack([work[i] for i in rows]), t5_ids[rows], t5_mask[rows],
+                    prompt_ids[rows], jax.random.fold_in(jax.random.key(seed), rows[0]), jnp.float32(guidance),
+                    jnp.float32(tau), bucket_masks, jnp.bool_(user_masks is not None))
+            fn, seconds = self._executable(model, steps, args)
+            compile_s += seconds
+            generated, probs = jax.device_get(fn(*args))
+            outputs.update({i: (generated[k], probs[k]) for k, i in enumerate(rows)})
         edited_at = time.perf_counter()
 
-        tau = rc.threshold if threshold is None else threshold
         results = []
         for i, src in enumerate(sources):
             h, w = src.shape[:2]
-            probs = _resize(np.asarray(out.probs[i]), h, w, "bilinear")
+            generated, probs = outputs[i]
+            probs = _resize(probs, h, w, "bilinear")
             region = user_masks[i] if user_masks is not None else probs > tau
-            generated = _resize(np.asarray(out.generated[i]), h, w, "bicubic").clip(0, 1)
-            pixels = np.where(region[..., None], generated, src)
+            generated = _resize(generated, h, w, "bicubic").clip(0, 1)
+            pixels = np.asarray(composite(region[None].astype(np.float32), generated[None], src[None])[0])
             results.append(EditResult(
                 image=(pixels * 255).round().astype(np.uint8), mask=region, probs=probs.astype(np.float32),
                 instruction=instructions[i], source_caption=src_caps[i], target_caption=tgt_caps[i], timings={}))
@@ -193,6 +208,32 @@ class Editor:
 
     # --------------------------------------------------------------------------- internals
 
+    def working_images(self, images: Sequence[Any]) -> list[np.ndarray]:
+        """Each image at the shape its edit runs at (``images.working_shape``) -> [h, w, 3] float32.
+
+        This is also what the captioner describes.
+        """
+        multiple, max_side = self.model.generator.multiple, self.config.edit.max_side
+        out = []
+        for image in images:
+            source = _as_rgb(image)
+            shape = image_ops.working_shape(*source.shape[:2], max_side, multiple)
+            out.append(_resize(source, *shape, "bicubic").clip(0, 1))
+        return out
+
+    def _model(self, num_steps: int) -> RegionEditModel:
+        """The model with the generator built for ``num_steps`` (the towers are shared)."""
+        if num_steps not in self._models:
+            if num_steps < 1:
+                raise ValueError(f"num_steps must be at least 1; got {num_steps}.")
+            missing = [t for t in generators.towers_for(self.config.generator) if t not in self.towers]
+            if missing:
+                raise ValueError(f"this Editor was built without the towers {missing}, so it cannot run "
+                                 f"{num_steps} steps; build it with Editor.from_config or from_towers.")
+            generator = generators.make(self.config.generator, self.towers, num_steps=num_steps)
+            self._models[num_steps] = dataclasses.replace(self.model, generator=generator)
+        return self._models[num_steps]
+
     def _describe(self, small: np.ndarray, instructions: list[str], sources, targets):
         n = len(instructions)
         if sources is None and self.captioner is not None:
@@ -211,17 +252,19 @@ class Editor:
             raise ValueError("give one source and one target caption per image.")
         return list(sources), list(targets)
 
-    def _executable(self, num_steps: int, args: tuple) -> tuple[Any, float]:
-        """The compiled edit function for these shapes and step count, and its compile time (0 if cached)."""
+    def _executable(self, model: RegionEditModel, num_steps: int, args: tuple) -> tuple[Any, float]:
+        """The compiled edit for these shapes and step count, and its compile time (0 if cached).
+
+        It returns only what the host needs: G [b, h, w, 3] and the probabilities [b, h, w].
+        """
         key = (num_steps, args[2].shape)
         if key in self._compiled:
             return self._compiled[key], 0.0
-        sc = self.config.sampler
-        sampler = self.model.sampler(SamplerOptions(num_steps=num_steps, eta=sc.eta, blend=sc.blend))
 
         def run(params, frozen, images, t5_ids, t5_mask, prompt_ids, rng, guidance, threshold, masks, use_mask):
-            return self.model.edit(params, frozen, images, t5_ids, t5_mask, prompt_ids, rng, guidance,
-                                   threshold, sampler, mask=masks, use_mask=use_mask)
+            out = model.forward(params, frozen, images, t5_ids, t5_mask, prompt_ids, rng, guidance_scale=guidance,
+                                threshold=threshold, user_mask=masks, use_user_mask=use_mask)
+            return out.generated, out.probs
 
         start = time.perf_counter()
         compiled = jax.jit(run).lower(*args).compile()

@@ -1,12 +1,15 @@
-"""The method's forward pass, shared by the Editor and the train step (one implementation).
+"""The method's one forward path, shared by the Editor and the train step.
 
   images -> CLIP patch tokens V (frozen) ─┐
   instruction -> T5 tokens P (frozen) ────┴> RegionPredictor -> p [B, g, g]
-  p -> upsample to pixels -> M = 1[p > tau] -> SD inpainting sampler (frozen) -> G
-  edited = M * G + (1 - M) * images
+  p -> upsample to pixels -> M = 1[p > tau] (or the user's mask) -> generator (frozen) -> G
+  edited = composite(M, G, images) = M * G + (1 - M) * images
 
-Trainable params: ``{"region": ..., "projector": ...}``; frozen params:
-``{"clip": ..., "t5": ..., "sd": ...}`` (the towers' own trees, never optimised).
+Training runs the same ``forward`` with ``train=True``: the only differences are the
+straight-through mask ``M + p - sg(p)`` in the composite and the stop-gradient on G, so
+the losses see ``dL/dp = (G - I_src) * dL/dI_edit`` (DESIGN §1). Trainable params:
+``{"region": ..., "projector": ...}``; frozen params: ``{"clip", "t5", "generator"}`` (the
+towers' and the generator's own trees, never optimised).
 """
 
 from __future__ import annotations
@@ -18,52 +21,65 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from regionedit_jax import region as region_lib
-from regionedit_jax.sampler import InpaintSampler, SamplerOptions
+from regionedit_jax import generators, region as region_lib
 from regionedit_jax.towers.clip import Clip, ImageFeatures
-from regionedit_jax.towers.sd_inpaint import SDInpaint
 from regionedit_jax.towers.t5 import T5
 
 
 class EditOutput(NamedTuple):
-    edited: jax.Array  # [B, S, S, 3] in [0, 1]: G inside the mask, the source outside
-    generated: jax.Array  # [B, S, S, 3] the sampler's full image G
-    mask: jax.Array  # [B, S, S] float {0, 1}: the region that was repainted
-    probs: jax.Array  # [B, S, S] the predicted edit probability, upsampled to pixels
+    edited: jax.Array  # [B, H, W, 3] in [0, 1]: G inside the mask, the source outside
+    generated: jax.Array  # [B, H, W, 3] the generator's whole image G
+    mask: jax.Array  # [B, H, W] float {0, 1}: the region that was repainted
+    probs: jax.Array  # [B, H, W] the predicted edit probability, upsampled to pixels
     scale_weights: jax.Array  # [B, n_scales]
+    source: ImageFeatures  # CLIP of the source: cls [B, d], patches V [B, N, d]
+    fused: jax.Array  # [B, N, width] H, the instruction-fused patch features (for L_sem)
+
+
+def composite(mask: jax.Array, generated: jax.Array, source: jax.Array) -> jax.Array:
+    """mask [B, H, W] or [B, H, W, 1] in [0, 1], G and source [B, H, W, 3] -> M G + (1 - M) source.
+
+    The one compositing rule: training, the compiled edit and the Editor's full-resolution
+    output all call it. Where the mask is exactly 0 the result is exactly the source (and
+    exactly G where it is 1); a straight-through mask passes its gradient everywhere.
+    """
+    mask = mask[..., None] if mask.ndim == source.ndim - 1 else mask
+    return mask * generated + (1.0 - mask) * source
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RegionEditModel:
-    """Frozen towers + the trainable region predictor and projector, as pure functions."""
+    """Frozen towers, a frozen generator, and the trainable region predictor and projector."""
 
     clip: Clip
     t5: T5
-    sd: SDInpaint
+    generator: generators.Generator
     region: region_lib.RegionPredictor
     projector: region_lib.SemanticProjector
-    image_size: int  # S: the square resolution edits run at (a multiple of the VAE factor)
 
     @classmethod
-    def from_towers(cls, towers: dict[str, Any], config) -> RegionEditModel:
-        """Builds the model from loaded towers and ``config.region`` / ``config.image_size``."""
-        clip, t5, sd = towers["clip"], towers["t5"], towers["sd_inpaint"]
+    def from_towers(cls, towers: dict[str, Any], config, *, generator_steps: int | None = None) -> RegionEditModel:
+        """Builds the model from loaded towers, ``config.region`` and ``config.generator``.
+
+        ``generator_steps`` overrides ``config.generator.num_steps`` (training uses fewer).
+        """
+        clip, t5 = towers["clip"], towers["t5"]
         rc = config.region
         width = rc.width or clip.dim
-        multiple = InpaintSampler(sd, SamplerOptions()).multiple
-        if config.image_size % multiple:
-            raise ValueError(f"image_size {config.image_size} must be a multiple of {multiple} (the VAE factor "
-                             "times the UNet's downsampling).")
         if rc.width and rc.width != clip.dim:
             raise ValueError(f"region.width {rc.width} must be 0 or CLIP's embedding size {clip.dim}: the "
                              "projector f reads both H and the CLIP patch tokens V.")
-        return cls(clip=clip, t5=t5, sd=sd, image_size=config.image_size,
+        generator = generators.make(config.generator, towers, num_steps=generator_steps)
+        if config.image_size % generator.multiple:
+            raise ValueError(f"image_size {config.image_size} must be a multiple of {generator.multiple} "
+                             f"(what generator {generator.name!r} needs).")
+        return cls(clip=clip, t5=t5, generator=generator,
                    region=region_lib.RegionPredictor(width=width, num_heads=rc.num_heads, depth=rc.depth,
                                                      mlp_ratio=rc.mlp_ratio, scales=tuple(rc.scales)),
                    projector=region_lib.SemanticProjector(out_dim=clip.dim, num_heads=rc.num_heads))
 
     def frozen_params(self) -> dict[str, Any]:
-        return {"clip": self.clip.params, "t5": self.t5.params, "sd": self.sd.params}
+        return {"clip": self.clip.params, "t5": self.t5.params, "generator": self.generator.params}
 
     def init(self, rng: jax.Array, boxed: bool = False) -> dict[str, Any]:
         """Fresh trainable params (random: an untrained region is meaningless).
@@ -81,7 +97,15 @@ class RegionEditModel:
         return params if boxed else nn.meta.unbox(params)
 
     def encode_source(self, frozen, images: jax.Array) -> ImageFeatures:
-        """[B, S, S, 3] -> CLIP CLS [B, d] and patch tokens V [B, N, d] (frozen)."""
+        """[B, H, W, 3] -> CLIP CLS [B, d] and patch tokens V [B, N, d] (frozen).
+
+        The whole image is resized (not cropped) to CLIP's square input, so the patch grid
+        covers every pixel of any aspect ratio and maps back onto it.
+        """
+        b, h, w, c = images.shape
+        size = self.clip.image_size
+        if (h, w) != (size, size):
+            images = jax.image.resize(images, (b, size, size, c), "bicubic", antialias=True).clip(0, 1)
         return self.clip.encode_image(frozen["clip"], images)
 
     def predict_region(self, params, frozen, patches: jax.Array, t5_ids: jax.Array,
@@ -90,24 +114,31 @@ class RegionEditModel:
         tokens = self.t5.encode(frozen["t5"], t5_ids, t5_mask)
         return self.region.apply({"params": params["region"]}, patches, tokens, t5_mask)
 
-    def edit(self, params, frozen, images: jax.Array, t5_ids: jax.Array, t5_mask: jax.Array,
-             prompt_ids: jax.Array, rng: jax.Array, guidance_scale, threshold, sampler: InpaintSampler,
-             mask: jax.Array | None = None, use_mask: jax.Array | bool = True) -> EditOutput:
-        """Predicts the region (or takes ``mask`` [B, S, S] where ``use_mask``), repaints it, composites.
+    def forward(self, params, frozen, images: jax.Array, t5_ids: jax.Array, t5_mask: jax.Array,
+                prompt_ids: jax.Array, rng: jax.Array, *, guidance_scale, threshold,
+                user_mask: jax.Array | None = None, use_user_mask: jax.Array | bool = False,
+                train: bool = False) -> EditOutput:
+        """encode -> region -> mask -> generate -> composite, for editing and training alike.
 
-        images [B, S, S, 3] in [0, 1]; t5 ids/mask [B, L]; prompt_ids [B, 77] (target
-        description for the SD text encoder); threshold tau; sampler built for this model's SD.
-        ``use_mask`` may be traced, so one compiled function serves both cases.
+        images [B, H, W, 3] in [0, 1] (H, W multiples of ``generator.multiple``); t5 ids/mask
+        [B, L]; prompt_ids [B, L'] from ``generator.tokenize`` (the target description);
+        threshold tau; ``user_mask`` [B, H, W] replaces the predicted mask where
+        ``use_user_mask`` (may be traced, so one compiled function serves both cases).
+        ``train``: straight-through mask and stop-gradient on G (static).
         """
-        s = images.shape[1]
-        out = self.predict_region(params, frozen, self.encode_source(frozen, images).patches, t5_ids, t5_mask)
-        probs = region_lib.upsample(out.probs, s, s)
+        b, h, w, _ = images.shape
+        source = self.encode_source(frozen, images)
+        out = self.predict_region(params, frozen, source.patches, t5_ids, t5_mask)
+        probs = region_lib.upsample(out.probs, h, w)
         hard = region_lib.hard_mask(probs, threshold)
-        if mask is not None:
-            hard = jnp.where(use_mask, mask.astype(jnp.float32), hard)
-        generated = sampler(frozen["sd"], images, hard[..., None], prompt_ids, rng, guidance_scale)
-        edited = hard[..., None] * generated + (1.0 - hard[..., None]) * images
-        return EditOutput(edited, generated, hard, probs, out.scale_weights)
-
-    def sampler(self, options: SamplerOptions) -> InpaintSampler:
-        return InpaintSampler(self.sd, options)
+        if user_mask is not None:
+            hard = jnp.where(use_user_mask, (user_mask > 0.5).astype(jnp.float32), hard)
+        generated = self.generator.generate(frozen["generator"], images, hard[..., None], prompt_ids, rng,
+                                            guidance_scale)
+        if train:
+            generated = jax.lax.stop_gradient(generated)
+            mask = region_lib.straight_through(hard, probs)  # forward: hard; backward: through p
+        else:
+            mask = hard
+        return EditOutput(composite(mask, generated, images), generated, hard, probs, out.scale_weights,
+                          source, out.fused)

@@ -128,6 +128,9 @@ def hard_mask(probs: jax.Array, threshold: float | jax.Array) -> jax.Array:
     return (probs > threshold).astype(jnp.float32)
 
 
-def straight_through(probs: jax.Array, threshold: float | jax.Array) -> jax.Array:
-    """The hard mask in the forward pass with the soft map's gradient: M + p - stop_gradient(p)."""
-    return hard_mask(probs, threshold) + probs - jax.lax.stop_gradient(probs)
+def straight_through(hard: jax.Array, probs: jax.Array) -> jax.Array:
+    """The hard mask M in the forward pass with the soft map's gradient: M + (p - stop_gradient(p)).
+
+    The bracket is exactly 0 in the forward pass, so the result is exactly M.
+    """
+    return hard + (probs - jax.lax.stop_gradient(probs))

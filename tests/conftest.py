@@ -51,7 +51,7 @@ def sd_tower(tiny_bundle):
 @pytest.fixture(scope="session")
 def tiny_config(tiny_bundle):
     """configs/tiny.py pointed at the session's bundle."""
-    from configs import tiny
+    from regionedit_jax.configs import tiny
 
     return tiny.get_config(f"bundle={tiny_bundle}")
 
@@ -69,4 +69,4 @@ def editor(tiny_config, clip_tower, t5_tower, sd_tower):
     model = RegionEditModel.from_towers(towers, tiny_config)
     params = model.init(jax.random.key(0))
     return Editor(model, params, tiny_config, describe.make("clip", clip=clip_tower, labels=["cat", "dog", "car"]),
-                  describe.make("rules"))
+                  describe.make("rules"), towers=towers)

@@ -17,7 +17,7 @@ def test_benchmark_runs_offline(tiny_bundle, tmp_path, capsys):
     config = module.get_config(f"bundle={tiny_bundle}")
     result = benchmark.run(config, str(tmp_path), sample_id="cat")
     out = capsys.readouterr().out
-    assert "UNet (9 channels)" in out and "tabby cat" in out
+    assert "generator sd_inpaint (4 steps)" in out and "tabby cat" in out
     assert -1 <= result["cos"] <= 1
     picture = Image.open(tmp_path / "demo.png")
     assert picture.size[0] == 2 * picture.size[1]

@@ -118,7 +118,7 @@ def test_registry_validates_type_and_options():
 
 
 def test_eval_configs_build_their_evaluators():
-    from configs import eval_emu, eval_magicbrush
+    from regionedit_jax.configs import eval_emu, eval_magicbrush
 
     config = eval_magicbrush.get_config("bundle=b,protocol=single,clip=openai/clip-vit-large-patch14")
     built = evaluators.build_all(config.evals)

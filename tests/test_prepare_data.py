@@ -154,8 +154,8 @@ def test_load_image_orientation_draft_and_limits(monkeypatch):
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", exif=exif)
     upright = annotate.load_image(buffer.getvalue(), settings)
-    assert upright.size == (50, 75)  # decoded at 1/4 scale (still >= 64 px), turned upright
-    assert annotate.load_image(np.zeros((40, 50, 3), np.uint8), settings).size == (50, 40)
+    assert upright.shape == (75, 50, 3)  # decoded at 1/4 scale (still >= 64 px), turned upright
+    assert annotate.load_image(np.zeros((40, 50, 3), np.uint8), settings).shape == (40, 50, 3)
     with pytest.raises(annotate.Reject) as caught:
         annotate.load_image(np.zeros((0, 50, 3), np.uint8), settings)
     assert caught.value.reason == "zero_size"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from regionedit_jax.sampler import InpaintSampler, SamplerOptions, ddim_schedule, ddim_step
+from regionedit_jax.generators.sd_inpaint import InpaintSampler, SamplerOptions, ddim_schedule, ddim_step
 from regionedit_jax.towers import sd_inpaint
 
 B, SIZE, STEPS, W = 2, 32, 3, 7.5

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from regionedit_jax.data import Sample, load_image, load_samples
-from regionedit_jax.data.samples import MANIFEST_ENV, to_rgb_uint8
+from regionedit_jax.data.samples import MANIFEST_ENV
+from regionedit_jax.images import array_to_rgb as to_rgb_uint8
 
 SAMPLES = load_samples()
 SCHEME_HINT = "expected one of skimage:, sklearn:, matplotlib:, or a file path"
@@ -145,9 +146,9 @@ def test_manifest_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [s.id for s in load_samples()] == ["cat"]
 
 
-def test_default_manifest_is_the_repository_one() -> None:
-    repo_manifest = Path(__file__).resolve().parents[1] / "data" / "samples.jsonl"
-    assert load_samples() == load_samples(repo_manifest)
+def test_default_manifest_is_the_package_data_one() -> None:
+    manifest = Path(__file__).resolve().parents[1] / "regionedit_jax" / "data" / "samples.jsonl"
+    assert load_samples() == load_samples(manifest) and len(load_samples()) >= 8
 
 
 @pytest.mark.parametrize(

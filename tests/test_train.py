@@ -123,11 +123,7 @@ def fixed_batch_trainer(tiny_config, records, towers, **loss):
     config.data.path = records
     config.loss.update(loss)
     config.lock()
-    dataset = pipeline.make_dataset(
-        records, image_size=config.image_size, global_batch_size=config.global_batch_size,
-        clip_tokenizer=towers["clip"].tokenizer, t5_tokenizer=towers["t5"].tokenizer, seed=config.seed,
-        t5_max_length=towers["t5"].max_length)
-    batch = next(iter(dataset))
+    batch = next(iter(loop.make_training_dataset(config, towers)))
     trainer = loop.Trainer.build(config, batch, towers)
     return config, trainer, pipeline.to_global(batch, trainer.mesh)
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -137,3 +139,39 @@ def test_two_processes_match_one_process(tiny_bundle, records, clip_tower, t5_to
     assert step == STEPS
     for name, value in tw.flat_params(restored).items():
         np.testing.assert_array_equal(value, two[0][name], err_msg=name)
+
+
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tiny_bundle, records, tmp_path):
+    """Only process 1 gets SIGTERM; both agree on the flag, save the same step together and exit 0."""
+    port, steps = free_port(), 500
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    workdir = tmp_path / "run"
+    procs, outs = [], [tmp_path / f"out{i}.log" for i in range(2)]
+    for i in range(2):
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(tw.REPO, "tests", "train_worker.py"), "--bundle", tiny_bundle,
+             "--data", records, "--workdir", str(workdir), "--out", str(tmp_path / f"params{i}.npz"),
+             "--steps", str(steps), "--process_id", str(i), "--num_processes", "2", "--port", str(port)],
+            cwd=tw.REPO, env=env, stdout=open(outs[i], "w"), stderr=open(tmp_path / f"err{i}.log", "w")))
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "step 2/" not in outs[0].read_text():  # process 0 logs every step
+            assert all(p.poll() is None for p in procs), (tmp_path / "err0.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the workers did not start stepping"
+            time.sleep(0.5)
+        procs[1].send_signal(signal.SIGTERM)
+        for i, proc in enumerate(procs):
+            proc.wait(timeout=TIMEOUT)
+            assert proc.returncode == 0, (tmp_path / f"err{i}.log").read_text()[-3000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+    text = outs[0].read_text()
+    saved = int(re.search(r"SIGTERM: saved step (\d+)", text).group(1))
+    assert 2 <= saved < steps
+    results = [result_of(out.read_text()) for out in outs]
+    assert results[0]["metrics"] == results[1]["metrics"]  # the same last step on both hosts
+    step_dir = workdir / "checkpoints" / str(saved)
+    assert [n for n in os.listdir(workdir / "checkpoints") if n.isdigit()] == [str(saved)]  # only this save
+    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(os.listdir(step_dir / "data"))

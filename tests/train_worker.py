@@ -35,7 +35,7 @@ def train_config(bundle: str, data: str, **train: Any):
 
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
-    from configs import tiny
+    from regionedit_jax.configs import tiny
 
     config = ml_collections.ConfigDict(tiny.get_config(f"bundle={bundle},data={data}").to_dict())
     config.mesh.update(data=4, fsdp=2)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import io
 import json
 import os
-import struct
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,11 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from regionedit_jax import describe
+from regionedit_jax import describe, images as image_ops
 from regionedit_jax.data import records, sources
-from regionedit_jax.data.samples import to_rgb_uint8
 
 REJECTS: dict[str, str] = {
     **sources.SOURCE_ERRORS,
@@ -50,9 +47,6 @@ REJECTS: dict[str, str] = {
     **{f"describe:{code}": text for code, text in describe.REASONS.items()},
 }
 EXAMPLES_PER_REASON = 5
-# What PIL raises on malformed files besides OSError (its plugins parse untrusted bytes).
-_DECODE_ERRORS = (ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError,
-                  ZeroDivisionError)
 _BATCH = 64  # pairs validated (in threads) and described together
 
 
@@ -132,43 +126,31 @@ def _check_size(width: int, height: int, settings: Settings) -> None:
         raise Reject("extreme_aspect", f"{width}x{height}")
 
 
-def load_image(image: sources.ImageData, settings: Settings) -> Image.Image:
-    """A validated, fully decoded, upright PIL image at most a little over max_side, or Reject."""
+_REASONS = {"missing": "missing_image", "empty": "zero_size", "corrupt": "corrupt_image",
+            "truncated": "truncated_image", "too_large": "too_large"}
+
+
+def load_image(image: sources.ImageData, settings: Settings) -> np.ndarray:
+    """A validated image decoded by ``images.decode`` -> [H, W, 3] uint8 RGB (upright), or Reject.
+
+    JPEGs larger than ``max_side`` decode at a reduced DCT scale (much faster).
+    """
     if image is None:
         raise Reject("missing_image")
-    if isinstance(image, np.ndarray):
-        if image.size == 0:
-            raise Reject("zero_size", str(image.shape))
-        try:
-            image = Image.fromarray(to_rgb_uint8(image))
-        except ValueError as err:
-            raise Reject("corrupt_image", str(err)) from None
-    elif isinstance(image, bytes | bytearray | memoryview):
-        if len(image) == 0:
-            raise Reject("zero_size", "0 bytes")
-        try:
-            image = Image.open(io.BytesIO(bytes(image)))
-        except Image.DecompressionBombError as err:
-            raise Reject("too_large", str(err)) from None
-        except (OSError, *_DECODE_ERRORS) as err:  # UnidentifiedImageError is an OSError
-            raise Reject("corrupt_image", str(err)) from None
-    elif not isinstance(image, Image.Image):
-        raise Reject("corrupt_image", f"unsupported image type {type(image).__name__}")
-    _check_size(image.width, image.height, settings)
-    scale = settings.max_side / max(image.size)
-    if scale < 1 and image.format == "JPEG":  # decode at a reduced DCT scale: much faster
-        image.draft("RGB", (int(image.width * scale), int(image.height * scale)))
     try:
-        image.load()
-        ImageOps.exif_transpose(image, in_place=True)
-        return image
-    except Image.DecompressionBombError as err:
-        raise Reject("too_large", str(err)) from None
-    except OSError as err:
-        reason = "truncated_image" if "truncated" in str(err) else "corrupt_image"
-        raise Reject(reason, str(err)) from None
-    except _DECODE_ERRORS as err:
-        raise Reject("corrupt_image", str(err)) from None
+        if isinstance(image, np.ndarray):
+            pixels = image_ops.decode(image)
+            _check_size(pixels.shape[1], pixels.shape[0], settings)
+            return pixels
+        if not isinstance(image, bytes | bytearray | memoryview | Image.Image):
+            raise Reject("corrupt_image", f"unsupported image type {type(image).__name__}")
+        opened = image_ops.open_image(image)
+        _check_size(opened.width, opened.height, settings)
+        scale = settings.max_side / max(opened.size)
+        reduce_to = (int(opened.width * scale), int(opened.height * scale)) if scale < 1 else None
+        return image_ops.decode(opened, reduce_to=reduce_to)
+    except image_ops.ImageReadError as err:
+        raise Reject(_REASONS[err.reason], str(err)) from None
 
 
 @dataclass
@@ -188,11 +170,12 @@ def _prepare(item: tuple[int, sources.Pair], settings: Settings) -> _Prepared:
         if pair.error is not None:
             raise Reject(pair.reason if pair.reason in REJECTS else "read_error", pair.error)
         out.caption = clean_caption(pair.caption)
-        image = load_image(pair.image, settings)
-        try:
-            out.image = records.encode_image(image, settings.max_side, settings.quality)
-        except (OSError, *_DECODE_ERRORS) as err:
-            raise Reject("corrupt_image", f"re-encoding failed: {err}") from None
+        pixels = load_image(pair.image, settings)
+        if (pair.edit is not None and isinstance(pair.image, bytes) and pair.image.startswith(b"\x89PNG")
+                and max(pixels.shape[:2]) <= settings.max_side):
+            out.image = bytes(pair.image)  # a rendered world keeps its lossless pixels
+            return out
+        out.image = records.encode_image(pixels, settings.max_side, settings.quality)
     except Reject as reject:
         out.reject = reject
     return out
@@ -278,8 +261,12 @@ def _make_describer(settings: Settings) -> describe.Describer:
 
 
 def _describe(describer: describe.Describer, prepared: list[_Prepared]) -> None:
-    """Ask for an edit of every still-accepted caption; a describe reject becomes a Reject."""
-    good = [p for p in prepared if p.reject is None]
+    """Ask for an edit of every still-accepted caption whose pair carries none; a describe reject
+    becomes a Reject."""
+    for p in prepared:
+        if p.reject is None and p.pair.edit is not None:
+            p.edit = p.pair.edit
+    good = [p for p in prepared if p.reject is None and p.edit is None]
     edits = describer.write_instructions([p.caption for p in good], on_error="return")
     for p, edit in zip(good, edits, strict=True):
         if isinstance(edit, describe.DescribeError):

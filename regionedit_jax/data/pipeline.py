@@ -12,11 +12,11 @@ Each batch is a dict of numpy arrays, ``b = global_batch_size // process_count``
                                           bytes; ``images.standardize`` divides by 255 on device
   clip_caption_ids   [b, clip_max_length] int32  CLIP tokens of the source caption c_src
   clip_caption_mask  [b, clip_max_length] int32
-  clip_target_ids    [b, clip_max_length] int32  CLIP tokens of the target caption c_tgt; also
-                                          the SD 1.x prompt ids (its text encoder is CLIP ViT-L/14
-                                          with the same tokenizer), so there is no separate field
+  clip_target_ids    [b, clip_max_length] int32  CLIP tokens of the target caption c_tgt
   clip_target_mask   [b, clip_max_length] int32
   t5_ids, t5_mask    [b, t5_max_length] int32    T5 tokens of the instruction y
+  prompt_ids         [b, L] int32         the target caption in the generator's own tokens
+                                          (``generator.prompt_tokenizer``), when one is given
   valid              [b] bool             False only for the zero rows that pad the last batch
                                           when ``drop_remainder=False``
 
@@ -37,11 +37,10 @@ worker pads its own last batch.
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import grain
@@ -50,10 +49,11 @@ import msgpack
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from PIL import Image, ImageOps
+from PIL import Image
 
+from regionedit_jax import images as image_ops
 from regionedit_jax.data import records
-from regionedit_jax.towers import text
+from regionedit_jax.towers.text import TextEncoder
 
 REASONS = ("bad_record", "bad_image", "bad_size", "extreme_aspect", "bad_text")
 CROPS = ("center", "pad")
@@ -71,30 +71,6 @@ class BadData(ValueError):
 
 
 # --------------------------------------------------------------------------- images
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB.
-
-    Alpha (RGBA, LA, PA, premultiplied, palette or colour-key transparency) is composited on
-    white, as ``records.encode_image`` does. 16-bit greyscale ("I;16*", and "I", which is how
-    PIL opens 16-bit PNG and TIFF) is scaled by 255/65535, not clipped as PIL's own
-    ``convert`` does; float ("F") images follow PIL's 0..255 convention. CMYK, YCbCr, bilevel
-    and greyscale go through ``convert("RGB")``.
-    """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(image).astype(np.float64)
-        scale = 1.0 if mode == "F" else 255.0 / 65535.0
-        gray = np.round(np.clip(values * scale, 0.0, 255.0)).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
-    if {"A", "a"} & set(image.getbands()) or mode in ("P", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def _target_size(width: int, height: int, size: int, crop: str) -> tuple[int, int]:
@@ -123,28 +99,23 @@ def load_rgb(data: bytes, size: int, crop: str = "center", fill: int = 0, min_si
              max_aspect: float = float("inf")) -> np.ndarray:
     """Encoded image bytes -> [size, size, 3] uint8 RGB; raises ``BadData`` for images to skip.
 
-    The size checks read only the header; JPEGs are decoded at a reduced DCT scale
-    (``draft``) when that still leaves at least the resized size.
+    Decoding is ``images.decode`` (the project's one decoder); the size checks read only the
+    header, and JPEGs decode at a reduced DCT scale when that still covers the resized size.
     """
     try:
-        image = Image.open(io.BytesIO(data))
-        w, h = image.size
-    except Exception as e:  # PIL decoders raise many types on bad bytes
-        raise BadData("bad_image", f"{type(e).__name__}: {e}") from None
-    if min(w, h) < 1:
-        raise BadData("bad_size", f"{w}x{h} is empty")
+        image = image_ops.open_image(data)
+    except image_ops.ImageReadError as e:
+        raise BadData("bad_image", str(e)) from None
+    w, h = image.size
     if max(w, h) / min(w, h) > max_aspect:
         raise BadData("extreme_aspect", f"{w}x{h} is longer than {max_aspect}:1")
     if min(w, h) < min_side:
         raise BadData("bad_size", f"{w}x{h} is smaller than {min_side} pixels")
     try:
-        image.draft(None, _target_size(w, h, size, crop))
-        image.load()
-        ImageOps.exif_transpose(image, in_place=True)
-        image = to_rgb(image)
-    except Exception as e:  # truncated data surfaces here
-        raise BadData("bad_image", f"{type(e).__name__}: {e}") from None
-    return np.asarray(fit(image, size, crop, fill), dtype=np.uint8)
+        pixels = image_ops.decode(image, reduce_to=_target_size(w, h, size, crop))
+    except image_ops.ImageReadError as e:
+        raise BadData("bad_image", str(e)) from None
+    return np.asarray(fit(Image.fromarray(pixels), size, crop, fill), dtype=np.uint8)
 
 
 def _clean_text(value: Any, field: str) -> str:
@@ -200,9 +171,11 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 class _BatchIterator(grain.DatasetIterator):
     """Drops and tallies skipped records, tokenizes the texts, stacks ``batch_size`` examples."""
 
-    def __init__(self, parent, batch_size: int, drop_remainder: bool, clip: TextEncoder, t5: TextEncoder):
+    def __init__(self, parent, batch_size: int, drop_remainder: bool, clip: TextEncoder, t5: TextEncoder,
+                 prompt: Callable[[Sequence[str]], np.ndarray] | None):
         super().__init__(parent)
-        self._batch_size, self._drop_remainder, self._clip, self._t5 = batch_size, drop_remainder, clip, t5
+        self._batch_size, self._drop_remainder = batch_size, drop_remainder
+        self._clip, self._t5, self._prompt = clip, t5, prompt
 
     def __next__(self) -> dict[str, np.ndarray]:
         examples, tally = [], np.zeros(len(REASONS), np.int64)
@@ -230,6 +203,8 @@ class _BatchIterator(grain.DatasetIterator):
                  "clip_target_ids": clip_t[0], "clip_target_mask": clip_t[1],
                  "t5_ids": t5[0], "t5_mask": t5[1],
                  "valid": np.ones(len(examples), bool)}
+        if self._prompt is not None:
+            batch["prompt_ids"] = np.asarray(self._prompt([e["target"] for e in examples]), np.int32)
         batch = {k: _pad_rows(v, self._batch_size) for k, v in batch.items()}
         batch[_SKIPPED] = tally
         return batch
@@ -243,9 +218,9 @@ class _BatchIterator(grain.DatasetIterator):
 
 class _BatchDataset(grain.IterDataset):
     def __init__(self, parent: grain.IterDataset, batch_size: int, drop_remainder: bool,
-                 clip: TextEncoder, t5: TextEncoder):
+                 clip: TextEncoder, t5: TextEncoder, prompt: Callable[[Sequence[str]], np.ndarray] | None):
         super().__init__(parent)
-        self._args = (batch_size, drop_remainder, clip, t5)
+        self._args = (batch_size, drop_remainder, clip, t5, prompt)
 
     def __iter__(self) -> _BatchIterator:
         return _BatchIterator(self._parent.__iter__(), *self._args)
@@ -290,42 +265,9 @@ class _PipelineDataset(grain.IterDataset):
 # --------------------------------------------------------------------------- the dataset
 
 
-class TextEncoder:
-    """Texts -> (ids [B, max_length] int32, mask [B, max_length] int32), as ``text.tokenize``.
-
-    An HF fast tokenizer is reduced to its Rust ``tokenizers.Tokenizer`` with fixed padding and
-    truncation: the same ids, a smaller pickle, and no ``transformers`` import in the workers.
-    Other tokenizer objects are called through ``text.tokenize``.
-    """
-
-    def __init__(self, tokenizer_or_folder: Any, max_length: int, what: str):
-        tokenizer = tokenizer_or_folder
-        if isinstance(tokenizer, str):
-            from transformers import CLIPTokenizerFast, T5TokenizerFast
-
-            tokenizer = (CLIPTokenizerFast if what == "CLIP" else T5TokenizerFast).from_pretrained(tokenizer)
-        self.max_length, self.what = max_length, what
-        self.tokenizer, self.backend = tokenizer, None
-        if hasattr(tokenizer, "backend_tokenizer"):
-            from tokenizers import Tokenizer
-
-            backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-            backend.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
-            backend.enable_padding(length=max_length, direction=tokenizer.padding_side,
-                                   pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-            self.tokenizer, self.backend = None, backend
-
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        if self.backend is None:
-            return text.tokenize(self.tokenizer, texts, self.max_length, self.what)
-        encodings = self.backend.encode_batch(list(texts), add_special_tokens=True)
-        ids = np.array([e.ids for e in encodings], np.int32).reshape(len(encodings), self.max_length)
-        mask = np.array([e.attention_mask for e in encodings], np.int32).reshape(ids.shape)
-        return ids, mask
-
-
 def make_dataset(data_dir_or_paths: str | Sequence[str], *, image_size: int, global_batch_size: int,
-                 clip_tokenizer: Any, t5_tokenizer: Any, seed: int, clip_max_length: int = 77,
+                 clip_tokenizer: Any, t5_tokenizer: Any, seed: int,
+                 prompt_tokenizer: Callable[[Sequence[str]], np.ndarray] | None = None, clip_max_length: int = 77,
                  t5_max_length: int = 77, shuffle: bool = True, num_epochs: int | None = None,
                  crop: str = "center", fill: int = 0, min_side: int = 32, max_aspect: float = 4.0,
                  drop_remainder: bool = True, worker_count: int = 0, worker_buffer_size: int = 2,
@@ -334,7 +276,8 @@ def make_dataset(data_dir_or_paths: str | Sequence[str], *, image_size: int, glo
     """This host's batches (see the module docstring); iterate it for a ``PipelineIterator``.
 
     ``data_dir_or_paths``: a folder of ``*.array_record`` shards or a list of shard files.
-    Tokenizers: HF fast tokenizer objects, or the tower folders to load them from.
+    Tokenizers: HF fast tokenizer objects, or the tower folders to load them from;
+    ``prompt_tokenizer`` (picklable, texts -> [B, L] int32) adds ``prompt_ids`` for the generator.
     ``num_epochs=None`` repeats forever; each epoch is shuffled differently (from ``seed``).
     ``crop``: "center" (shorter side to ``image_size``, centre crop) or "pad" (longer side,
     ``fill``-grey borders). Images with a shorter side under ``min_side`` or a longer/shorter
@@ -367,7 +310,8 @@ def make_dataset(data_dir_or_paths: str | Sequence[str], *, image_size: int, glo
     ds = ds.map(_Prepare(image_size, crop, fill, min_side, max_aspect))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer_size))
     it = _BatchDataset(it, global_batch_size // process_count, drop_remainder,
-                       TextEncoder(clip_tokenizer, clip_max_length, "CLIP"), TextEncoder(t5_tokenizer, t5_max_length, "T5"))
+                       TextEncoder(clip_tokenizer, clip_max_length, "CLIP"), TextEncoder(t5_tokenizer, t5_max_length, "T5"),
+                       prompt_tokenizer)
     if worker_count:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                          per_worker_buffer_size=worker_buffer_size))

@@ -77,16 +77,11 @@ def decode(data: bytes) -> Record:
     return Record(**{f: raw[f] for f in _FIELDS}, features=features)
 
 
-def encode_image(image: Image.Image | np.ndarray, max_side: int = 512, quality: int = 95) -> bytes:
-    """Any PIL image or HWC array -> JPEG bytes of its RGB version, longer side <= max_side."""
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    if image.mode != "RGB":
-        if "A" in image.getbands() or image.mode == "P":
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
-        image = image.convert("RGB")
+def encode_image(image, max_side: int = 512, quality: int = 95) -> bytes:
+    """An image (anything ``images.decode`` takes) -> JPEG bytes of its RGB pixels, longer side <= max_side."""
+    from regionedit_jax import images as image_ops
+
+    image = Image.fromarray(image_ops.decode(image))
     scale = max_side / max(image.size)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

@@ -1,6 +1,6 @@
 """The offline sample set: real photos that ship inside installed packages, with edits.
 
-A JSONL manifest (``data/samples.jsonl`` in the repository) lists one photo a line. Each
+A JSONL manifest (``samples.jsonl`` beside this module; format in ``SAMPLES.md``) lists one photo a line. Each
 row names its photo by a locator:
 
 * ``skimage:NAME``: the loader ``skimage.data.NAME`` (``skimage:chelsea``); a loader
@@ -26,11 +26,12 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-# Overrides the default manifest location (the repository's data/samples.jsonl).
+from regionedit_jax import images as image_ops
+
+# Overrides the default manifest location (samples.jsonl beside this module, shipped as package data).
 MANIFEST_ENV = "REGIONEDIT_SAMPLES"
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "data" / "samples.jsonl"
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "samples.jsonl"
 
 # Locator scheme -> the pip package that provides it.
 SCHEMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
@@ -71,7 +72,7 @@ class Sample:
 
 
 def load_samples(path: str | os.PathLike[str] | None = None) -> list[Sample]:
-    """Read a manifest: ``path``, else ``$REGIONEDIT_SAMPLES``, else the repository's."""
+    """Read a manifest: ``path``, else ``$REGIONEDIT_SAMPLES``, else the bundled one."""
     manifest = Path(path or os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
     if not manifest.is_file():
         raise FileNotFoundError(
@@ -139,7 +140,7 @@ def load_image(source: str, root: str | os.PathLike[str] | None = None) -> np.nd
     if not name:
         raise ValueError(f"locator {source!r} names no image; e.g. {scheme}:NAME")
     loader = {"skimage": _load_skimage, "sklearn": _load_sklearn, "matplotlib": _load_matplotlib}
-    return to_rgb_uint8(loader[scheme](name))
+    return image_ops.decode(loader[scheme](name))
 
 
 def _load_file(source: str, root: str | os.PathLike[str] | None) -> np.ndarray:
@@ -149,8 +150,7 @@ def _load_file(source: str, root: str | os.PathLike[str] | None) -> np.ndarray:
         path = Path(root) / path
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path} (locator {source!r}); {_EXPECTED}")
-    with Image.open(path) as image:
-        return _pil_to_rgb(image)
+    return image_ops.decode(path)
 
 
 def _import(module: str, scheme: str) -> ModuleType:
@@ -199,47 +199,4 @@ def _load_matplotlib(name: str) -> np.ndarray:
         raise ValueError(
             f"unknown matplotlib sample image {name!r}; matplotlib ships: {', '.join(images)}"
         )
-    with Image.open(path) as image:
-        return _pil_to_rgb(image)
-
-
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    """A PIL image of any mode (L, P, LA, RGBA, ...) as HWC uint8 RGB."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    return to_rgb_uint8(np.asarray(image.convert("RGBA" if has_alpha else "RGB")))
-
-
-def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
-    """Any HW/HWC image (C: gray, gray+alpha, RGB, RGBA) of bool, float in [0, 1] or
-    unsigned ints as HWC uint8 RGB."""
-    pixels = _to_uint8(np.asarray(array))
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"expected an HW or HWC image with C in 1-4, got shape {pixels.shape}")
-    if pixels.shape[-1] in (2, 4):
-        pixels = _over_white(pixels)
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    return np.ascontiguousarray(pixels)
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Rescale bool, float in [0, 1] or unsigned-integer pixels to uint8."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    if pixels.dtype == np.bool_:
-        return pixels.astype(np.uint8) * 255
-    if np.issubdtype(pixels.dtype, np.floating):
-        return (np.clip(pixels, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    if np.issubdtype(pixels.dtype, np.unsignedinteger):
-        scale = 255 / np.iinfo(pixels.dtype).max
-        return (pixels.astype(np.float64) * scale + 0.5).astype(np.uint8)
-    raise ValueError(f"unsupported pixel type {pixels.dtype}; expected bool, float or unsigned int")
-
-
-def _over_white(pixels: np.ndarray) -> np.ndarray:
-    """Composite colour+alpha uint8 pixels onto a white background, dropping alpha."""
-    colour = pixels[..., :-1].astype(np.float32)
-    alpha = pixels[..., -1:].astype(np.float32) / 255
-    return (colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    return image_ops.decode(path)

@@ -6,7 +6,7 @@
 
 Spec syntax (see `open_source`):
 
-  samples                      the bundled sample photos (data/samples.jsonl)
+  samples                      the bundled sample photos (regionedit_jax/data/samples.jsonl)
   jsonl:PATH | PATH.jsonl      a manifest of {"image": path, "caption": text} rows, or rows in the
                                samples format ({"source": locator, "caption": text})
   folder:DIR                   images under DIR with same-named .txt captions
@@ -16,6 +16,8 @@ Spec syntax (see `open_source`):
                                or a dataset folder), read without TensorFlow; data_dir= its root
   hf:ID_OR_PATH[:split]        Hugging Face datasets: a save_to_disk folder, a folder of parquet
                                files in the hub layout, or a hub id already in the local cache
+  shapes:N[:split]             N rendered edits of the shapes world (regionedit_jax.worlds; split
+                               train or test, default train), each carrying its own edit
 
 Sharding: a source opened with `shard_index=i, num_shards=n` yields the items whose position p in
 the source satisfies p % n == i; `iter_local` numbers them j = p // n. Unreadable items are yielded
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import glob
+import io
 import json
 import os
 import re
@@ -48,20 +51,22 @@ SOURCE_ERRORS: dict[str, str] = {
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _SPEC_HELP = ("samples, jsonl:PATH (or PATH.jsonl), folder:DIR, webdataset:GLOB (or GLOB.tar), "
-              "tfds:NAME[:split], hf:ID_OR_PATH[:split]")
+              "tfds:NAME[:split], hf:ID_OR_PATH[:split], shapes:N[:split]")
 
 ImageData = bytes | Image.Image | np.ndarray | None
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One item of a source: `error` is a reject code (and ': detail') when it is unreadable."""
+    """One item of a source: `error` is a reject code (and ': detail') when it is unreadable;
+    `edit` is the describe.Edit of a source that knows its own edit (then no describer runs)."""
 
     key: str
     image: ImageData
     caption: str | bytes | None
     origin: str
     error: str | None = None
+    edit: Any = None
 
     @property
     def reason(self) -> str | None:
@@ -496,6 +501,40 @@ class HfSource(IndexedSource):
         return Pair(key, image, caption, origin)
 
 
+# The shapes world ------------------------------------------------------------------------------
+
+class ShapesSource(IndexedSource):
+    """The first `count` edits of a split of the shapes world (`worlds.examples`, seed 0): the
+    image is a PNG of the source scene rendered with a texture key from its index, the caption
+    the source caption, and `edit` the world's instruction, target caption and kind."""
+
+    def __init__(self, count: int, split: str = "train", **kw: Any) -> None:
+        super().__init__(**kw)
+        from regionedit_jax.worlds.edits import SPLITS
+
+        if count < 0 or split not in SPLITS:
+            raise ValueError(f"expected shapes:N[:split] with N >= 0 and split in {SPLITS}, got "
+                             f"{count}:{split}")
+        self.count, self.split = count, split
+
+    def _count(self) -> int:
+        return self.count
+
+    def _get(self, position: int) -> Pair:
+        import jax
+
+        from regionedit_jax.describe.base import Edit
+        from regionedit_jax.worlds import edits, render
+
+        edit = edits.example(self.split, position)
+        key = jax.random.fold_in(jax.random.PRNGKey(edits.SPLITS.index(self.split)), position)
+        buffer = io.BytesIO()
+        Image.fromarray(render.render_scene(edit.source, key)).save(buffer, format="PNG")
+        return Pair(str(position), buffer.getvalue(), edit.source_caption,
+                    f"shapes:{self.split}/{position}",
+                    edit=Edit(edit.instruction, edit.target_caption, edit.kind))
+
+
 # Specs ----------------------------------------------------------------------------------------
 
 _TFDS_SPEC = re.compile(r"^(?P<name>[^:\[]+?(?::\d+\.\d+\.\d+)?)(?::(?P<split>.+))?$")
@@ -556,5 +595,11 @@ def open_source(spec: str, *, shard_index: int = 0, num_shards: int = 1,
     if scheme == "hf":
         name, split = _hf_name_and_split(rest, split)
         return HfSource(name, split, **fields("image_column", "caption_column"), **kw, **shard)
+    if scheme == "shapes":
+        no_options("shapes")
+        count, _, named = rest.partition(":")
+        if not count.isdigit():
+            raise ValueError(f"expected shapes:N[:split], got {spec!r}")
+        return ShapesSource(int(count), split or named or "train", **shard)
     raise ValueError(f"unknown source spec {spec!r}; expected one of: {_SPEC_HELP}")
 

@@ -4,6 +4,7 @@
   metrics = evaluators["emu_edit"].run(editor)           # {"clip_dir": ..., "rows": N, "add/clip_dir": ...}
   report = evaluators["emu_edit"].evaluate(editor, workdir="runs/eval/emu_edit", progress=True)
   report = evaluators["emu_edit"].evaluate(predictions="baseline_outputs/")   # another system's images
+  report = evaluators["shapes"].evaluate(editor, workdir="runs/eval/shapes")   # the shapes world, with baselines
 
 Each evaluator has the same interface (``base.Evaluator``): ``evaluate(editor=None, *, workdir,
 predictions, limit, progress) -> Report`` and ``run(...) -> dict[str, float]``, so a training loop
@@ -22,10 +23,11 @@ from regionedit_jax.evaluators.base import Evaluator, Example, Report
 from regionedit_jax.evaluators.emu_edit import EmuEdit
 from regionedit_jax.evaluators.magicbrush import MagicBrush
 from regionedit_jax.evaluators.metrics import Scorer
+from regionedit_jax.evaluators.shapes import Shapes
 
-EVALUATORS: Mapping[str, type[Evaluator]] = {"emu_edit": EmuEdit, "magicbrush": MagicBrush}
+EVALUATORS: Mapping[str, type[Evaluator]] = {"emu_edit": EmuEdit, "magicbrush": MagicBrush, "shapes": Shapes}
 
-__all__ = ["EVALUATORS", "EmuEdit", "Evaluator", "Example", "MagicBrush", "Report", "Scorer", "build",
+__all__ = ["EVALUATORS", "EmuEdit", "Evaluator", "Example", "MagicBrush", "Report", "Scorer", "Shapes", "build",
            "build_all", "evaluate_config"]
 
 

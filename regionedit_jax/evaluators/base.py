@@ -26,7 +26,7 @@ COMMON_OPTIONS: dict[str, Any] = dict(
     dataset="",  # hub id (offline cache) or a local copy in the hub schema
     split="test",
     batch_size=8,  # rows per edit call and per metric call
-    seed=0,  # the sampler's base seed; each batch derives its own
+    seed=0,  # the generator's base seed; each batch derives its own
     limit=0,  # score only the first N rows (0: all)
     clip="openai/clip-vit-large-patch14",  # CLIP for the metrics: a hub id or a local folder
     dino="facebook/dino-vits16",  # DINO ViT-S/16 for the DINO metric
@@ -46,6 +46,8 @@ class Example:
     target: np.ndarray | None = None  # [h', w', 3] uint8 ground truth, when the benchmark has one
     region_label: str = "region"
     source_label: str = "source"
+    # Labelled [h, w, 3] uint8 pictures drawn instead of the default panels, when given.
+    panels: list[tuple[str, np.ndarray]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -101,25 +103,30 @@ def params_digest(params: Any) -> str:
 
 
 def editor_settings(editor) -> dict[str, Any]:
-    """What decides an Editor's outputs besides the inputs: weights, towers, resolution, sampler, describers."""
+    """What decides an Editor's outputs besides the inputs: weights, towers, resolution, generator, describers."""
     c = editor.config
-    return {"params": params_digest(editor.params), "towers": c.towers.to_dict(), "image_size": c.image_size,
-            "sampler": c.sampler.to_dict(), "region": c.region.to_dict(),
+    return {"params": params_digest(editor.params), "towers": c.towers.to_dict(), "edit": c.edit.to_dict(),
+            "generator": c.generator.to_dict(), "region": c.region.to_dict(),
             "describe": {"captioner": c.describe.captioner, "rewriter": c.describe.rewriter}}
 
 
 def batch_seed(seed: int, batch: int, turn: int = 0) -> int:
-    """The sampler seed of one batch (and turn), derived from the base seed."""
+    """The generator seed of one batch (and turn), derived from the base seed."""
     return (seed * 1_000_003 + batch * 101 + turn) % 2**31
 
 
 def edit_padded(editor, images: Sequence[np.ndarray], instructions: Sequence[str], sources: Sequence[str],
-                targets: Sequence[str], seed: int, size: int) -> list:
-    """``editor.edit_batch`` on rows padded to ``size`` (repeating the last), so one shape compiles."""
+                targets: Sequence[str], seed: int, size: int, *, masks: Sequence[np.ndarray] | None = None,
+                threshold: float | None = None) -> list:
+    """``editor.edit_batch`` on rows padded to ``size`` (repeating the last), so one shape compiles.
+
+    ``masks`` ([H, W] bool per row) repaint those regions instead of the predicted ones.
+    """
     pad = size - len(images)
     fill = lambda xs: list(xs) + [xs[-1]] * pad  # noqa: E731
-    results = editor.edit_batch(fill(images), fill(instructions), seed=seed,
-                                source_captions=fill(sources), target_captions=fill(targets))
+    results = editor.edit_batch(fill(images), fill(instructions), seed=seed, threshold=threshold,
+                                source_captions=fill(sources), target_captions=fill(targets),
+                                masks=None if masks is None else fill(masks))
     return results[:len(images)]
 
 
@@ -224,8 +231,8 @@ class Evaluator:
     def _metric_info(self) -> dict[str, Any]:
         clip_path, dino_path = self.options["clip"], self.options["dino"]
         info = {"metrics_clip": clip_path, "metrics_dino": dino_path, "seed": self.options["seed"],
-                "batch_size": self.options["batch_size"], "dataset": self.options["dataset"],
-                "split": self.options["split"]}
+                "batch_size": self.options["batch_size"],
+                **{k: self.options[k] for k in ("dataset", "split") if k in self.options}}
         if is_tiny_bundle(clip_path):
             info["note"] = ("tiny random towers: these numbers exercise the pipeline and are not comparable "
                             "with the paper's.")

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from regionedit_jax import images as image_ops
+
 _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -93,9 +95,8 @@ class RowCache:
         path = self._path(row_id, f".{name}.png" if name else ".png")
         if not os.path.isfile(path):
             return None
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L" if name == "mask" else "RGB"))
-        return array > 127 if name == "mask" else array
+        array = image_ops.decode(path)
+        return array[..., 0] > 127 if name == "mask" else array
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -27,10 +27,9 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import jax
 import numpy as np
 
-from regionedit_jax import describe, images as image_ops
+from regionedit_jax import describe
 from regionedit_jax.evaluators import tables
 from regionedit_jax.evaluators.base import (
     COMMON_OPTIONS,
@@ -100,10 +99,7 @@ def describe_rows(editor, images: list[np.ndarray], instructions: list[str],
         if editor.captioner is None:
             raise ValueError("MagicBrush has no captions and config.describe.captioner is 'none'; "
                              "set a captioner (e.g. 'clip') to describe the source images.")
-        size = editor.model.image_size
-        small = [np.asarray(jax.image.resize(image_ops.standardize(x)[0], (size, size, 3), "bicubic")).clip(0, 1)
-                 for x in images]  # what the Editor itself captions
-        sources = editor.captioner.caption(small)
+        sources = editor.captioner.caption(editor.working_images(images))  # what the Editor itself captions
     targets = editor.rewriter.rewrite(sources, instructions, on_error="return")
     fell_back = [isinstance(t, describe.DescribeError) for t in targets]
     targets = [f"{s}, {i}" if f else t for s, i, t, f in zip(sources, instructions, targets, fell_back, strict=True)]

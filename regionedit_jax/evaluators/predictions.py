@@ -81,6 +81,6 @@ class PredictionFolder:
     def read(path: str, row_id: str) -> np.ndarray:
         """The image of one row -> [H, W, 3] uint8; an unreadable file names the row."""
         try:
-            return image_ops.read(path)
+            return image_ops.decode(path)
         except image_ops.ImageReadError as e:
             raise ValueError(f"row {row_id}: {e}") from None

@@ -1,5 +1,12 @@
 """Writing evaluation reports: results.json, results.md (the paper's table with its published row
-beside ours) and examples.png (source | region overlay | edited [| ground truth], instruction below).
+beside ours) and examples.png (source | region overlay | edited [| ground truth], or an example's own
+labelled panels; instruction below).
+
+A report may compare several methods in ``info["comparison"]``: a cube of values
+``{"methods": [[key, label], ...], "values": {method: {group: {metric: value}}}, "tables": [...],
+"notes": [...]}``; each table fixes one axis, ``{"title", "metric", "groups": [...]}`` (rows =
+methods, columns = groups) or ``{"title", "group", "metrics": [[key, label], ...]}`` (rows =
+methods, columns = metrics). ``markdown`` renders them after the per-task table.
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ def _cell(value: float | None) -> str:
 
 def markdown(report: Report) -> str:
     """One report as a Markdown section: the paper's table format, the paper's row labelled as such."""
-    head = "| Method | " + " | ".join(f"{name} {arrow}" for _, name, arrow in report.columns) + " |"
+    head = "| Method | " + " | ".join(f"{name} {arrow}".strip() for _, name, arrow in report.columns) + " |"
     rule = "|---|" + "---|" * len(report.columns)
     info = report.info
     who = "another system's outputs" if info.get("system") == "predictions" else "ours"
-    lines = [f"## {report.title} (`{report.name}`)", "", head, rule,
-             f"| {PAPER_LABEL} | " + " | ".join(_cell(report.paper.get(k)) for k, _, _ in report.columns) + " |",
+    paper = [f"| {PAPER_LABEL} | " + " | ".join(_cell(report.paper.get(k)) for k, _, _ in report.columns)
+             + " |"] if report.paper else []
+    lines = [f"## {report.title} (`{report.name}`)", "", head, rule, *paper,
              f"| This run: {who}, {report.rows} rows | "
              + " | ".join(_cell(report.metrics.get(k)) for k, _, _ in report.columns) + " |", ""]
     if report.groups:
@@ -49,11 +57,32 @@ def markdown(report: Report) -> str:
             lines.append(f"| {group} | {int(values['rows'])} | "
                          + " | ".join(_cell(values.get(k)) for k, _, _ in report.columns) + " |")
         lines.append("")
+    if "comparison" in info:
+        lines += comparison_tables(info["comparison"])
     if "note" in info:
         lines += [f"**Note:** {info['note']}", ""]
-    details = {k: v for k, v in info.items() if k != "note"}
+    details = {k: v for k, v in info.items() if k not in ("note", "comparison")}
     lines += ["Settings and counts:", ""] + [f"- {k}: {v}" for k, v in details.items()] + [""]
     return "\n".join(lines)
+
+
+def comparison_tables(comparison: Mapping) -> list[str]:
+    """Markdown lines of ``info["comparison"]`` (module docstring): its tables, then its notes."""
+    methods, values = comparison["methods"], comparison["values"]
+    lines = []
+    for table in comparison["tables"]:
+        if "metric" in table:
+            columns = [(group, table["metric"], group) for group in table["groups"]]
+        else:
+            columns = [(table["group"], key, label) for key, label in table["metrics"]]
+        lines += [f"{table['title']}:", "", "| Method | " + " | ".join(label for _, _, label in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for key, label in methods:
+            cells = [_cell(values.get(key, {}).get(group, {}).get(metric)) for group, metric, _ in columns]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    notes = comparison.get("notes", [])
+    return lines + [f"- {note}" for note in notes] + ([""] if notes else [])
 
 
 def _fit(image: np.ndarray, height: int = PANEL) -> Image.Image:
@@ -64,17 +93,18 @@ def _fit(image: np.ndarray, height: int = PANEL) -> Image.Image:
 
 
 def grid(examples: Sequence[Example]) -> Image.Image:
-    """Rows of source | region overlay | edited [| ground truth], each with its instruction underneath."""
+    """Rows of source | region overlay | edited [| ground truth] (or each example's own ``panels``), each
+    with its instruction underneath."""
     font = ImageFont.load_default()
     line_h = font.getbbox("Hg")[3] + 4
     rows = []
     for ex in examples:
         region = ex.region if ex.region is not None and ex.region.shape == ex.source.shape[:2] else None
-        panels = [(ex.source_label, ex.source),
-                  (ex.region_label if region is not None else "region (unknown)",
-                   overlay(ex.source, region) if region is not None else ex.source),
-                  ("edited", ex.edited)]
-        if ex.target is not None:
+        panels = list(ex.panels) or [(ex.source_label, ex.source),
+                                     (ex.region_label if region is not None else "region (unknown)",
+                                      overlay(ex.source, region) if region is not None else ex.source),
+                                     ("edited", ex.edited)]
+        if ex.target is not None and not ex.panels:
             panels.append(("ground truth", ex.target))
         pictures = [(label, _fit(p)) for label, p in panels]
         width = sum(p.width for _, p in pictures) + 4 * (len(pictures) + 1)

@@ -9,7 +9,6 @@ stay encoded until ``decode_image`` reads one row, so a bad image names its row.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,21 +75,12 @@ def decode_image(value: Any, where: str, root: str | None = None) -> np.ndarray:
 
     ``where`` names the row in errors ("row idx=12, column 'image'").
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if isinstance(value, Image.Image):
-        return image_ops.to_rgb(value)
     data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (value, None)
     try:
         if data is None and path:
-            full = path if os.path.isabs(path) or root is None else os.path.join(root, path)
-            with open(full, "rb") as f:
-                data = f.read()
-        if not isinstance(data, bytes | bytearray) or not data:
-            raise ValueError("no image data")
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return image_ops.to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{where}: the image cannot be decoded ({type(e).__name__}: {e}).") from None
+            data = path if os.path.isabs(path) or root is None else os.path.join(root, path)
+        if data is None or (isinstance(data, bytes | bytearray) and not data):
+            raise image_ops.ImageReadError("no image data")
+        return image_ops.decode(data)
+    except image_ops.ImageReadError as e:
+        raise ValueError(f"{where}: {e}") from None

@@ -4,8 +4,8 @@ Resume order: the workdir's latest checkpoint (state + data iterator, exact), el
 ``config.train.init_checkpoint`` (params only), else a fresh init. Checkpoints
 (``workdir/checkpoints/<step>/``) hold the train state, the trainable ``params`` (what the
 Editor reads), every process's data-iterator position and the config; the last
-``keep_checkpoints`` are kept. SIGTERM (cluster preemption) saves and exits at the next
-step. Loss and gradient norm are checked for NaN/inf at every log step and before every
+``keep_checkpoints`` are kept. SIGTERM (cluster preemption) reaching any host makes every
+host save the same step and exit (the flag is agreed by all processes each step). Loss and gradient norm are checked for NaN/inf at every log step and before every
 save: a bad value stops the run with a clear message and the last good checkpoint stays.
 """
 
@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from regionedit_jax import checkpoints as params_io
+from regionedit_jax import checkpoints as params_io, generators
 from regionedit_jax.data import pipeline
 from regionedit_jax.model import RegionEditModel
 from regionedit_jax.towers import bundle
@@ -55,24 +55,20 @@ def initialize_distributed(config) -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
-    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    for item in ("state", "params"):
-        registry.add(item, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
-        registry.add(item, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
-    registry.add("config", ocp.args.JsonSave, ocp.JsonCheckpointHandler)
-    registry.add("config", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
-    registry.add("data", grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler)
-    registry.add("data", grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(directory, options=options, handler_registry=registry)
-
-
 def _check_finite(step: int, metrics: dict[str, float]) -> None:
     bad = {k: metrics[k] for k in ("total", "grad_norm") if not np.isfinite(metrics[k])}
     if bad:
         raise TrainingDiverged(f"step {step}: {bad} is not finite; stopping. The last good checkpoint is kept; "
                                "lower optimizer.lr or raise optimizer.grad_clip's strictness and resume.")
+
+
+def _any_process(flag: bool) -> bool:
+    """True when ``flag`` is set on any process (one tiny all-gather; local with one process)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
 class _Preemption:
@@ -113,8 +109,8 @@ class Trainer:
     @classmethod
     def build(cls, config, sample_batch: dict[str, np.ndarray], towers: dict[str, Any] | None = None) -> Trainer:
         mesh = mesh_lib.make_mesh(dict(config.mesh))
-        towers = towers or bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
-        model = RegionEditModel.from_towers(towers, config)
+        towers = towers or load_towers(config)
+        model = RegionEditModel.from_towers(towers, config, generator_steps=config.train.generator_steps)
         frozen_host = model.frozen_params()
         frozen_sh = mesh_lib.frozen_shardings(frozen_host, mesh, config.sharding.frozen)
         frozen = jax.device_put(frozen_host, frozen_sh)
@@ -137,6 +133,21 @@ class Trainer:
     def abstract_state(self) -> Any:
         return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                       self.state, self.state_shardings)
+
+
+def load_towers(config) -> dict[str, Any]:
+    """CLIP, T5 and the towers of the configured generator."""
+    return bundle.load(config.towers, ("clip", "t5") + generators.towers_for(config.generator), seed=config.seed)
+
+
+def make_training_dataset(config, towers: dict[str, Any], **overrides):
+    """``pipeline.make_dataset`` for ``config`` with the towers' tokenizers and the generator's prompt tokens."""
+    generator = generators.make(config.generator, towers, num_steps=config.train.generator_steps)
+    args = dict(image_size=config.image_size, global_batch_size=config.global_batch_size,
+                clip_tokenizer=towers["clip"].tokenizer, t5_tokenizer=towers["t5"].tokenizer, seed=config.seed,
+                prompt_tokenizer=generator.prompt_tokenizer, t5_max_length=towers["t5"].max_length,
+                crop=config.data.crop, worker_count=config.data.workers)
+    return pipeline.make_dataset(config.data.path, **{**args, **overrides})
 
 
 def _local_rows(x: jax.Array, n: int) -> np.ndarray:
@@ -195,13 +206,10 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     tc = config.train
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
-    towers = towers or bundle.load(config.towers, ("clip", "t5", "sd_inpaint"), seed=config.seed)
-    dataset = pipeline.make_dataset(
-        config.data.path, image_size=config.image_size, global_batch_size=config.global_batch_size,
-        clip_tokenizer=towers["clip"].tokenizer, t5_tokenizer=towers["t5"].tokenizer, seed=config.seed,
-        t5_max_length=towers["t5"].max_length, crop=config.data.crop, worker_count=config.data.workers)
+    towers = towers or load_towers(config)
+    dataset = make_training_dataset(config, towers)
     data = iter(dataset)
-    manager = _manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
+    manager = params_io.manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints, create=True)
     if (manager.latest_step() or 0) >= tc.num_steps:
         say(f"{workdir} is already trained to step {manager.latest_step()} (train.num_steps={tc.num_steps}); "
             "nothing to do. Raise --config.train.num_steps to train further.")
@@ -245,7 +253,9 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                 trainer.state, metrics, preview = trainer.step_fn(trainer.state, trainer.frozen,
                                                          pipeline.to_global(local, trainer.mesh), rng)
                 step += 1
-                preempted = preemption.requested  # read once: a later SIGTERM is handled after the next step
+                # Read once, agreed by all processes: a SIGTERM that reached any host stops every
+                # host after this same step (one saves alone would leave the others in a collective).
+                preempted = _any_process(preemption.requested)
                 done = step == tc.num_steps or preempted
                 if step % tc.log_every == 0 or done:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -6,7 +6,7 @@
   --config=configs/laion5m.py:bf16_clip             # CLIP in bfloat16 as well
 """
 
-from configs import common
+from regionedit_jax.configs import common
 
 
 def get_config(arg: str | None = None):

@@ -1,4 +1,4 @@
-"""The Stable Diffusion inpainting sampler (paper, Appendix A), one ``jax.jit`` per shape.
+"""Stable Diffusion inpainting as a generator: the DDIM sampler of the paper's Appendix A.
 
   z0       = VAE_enc(I_src)                      (scaled latents, posterior mean)
   z_masked = VAE_enc(I_src with M set to 0 in [-1, 1], i.e. grey)
@@ -26,7 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from regionedit_jax import images as image_ops
+from regionedit_jax.generators.base import Generator
+from regionedit_jax.towers import text
 from regionedit_jax.towers.sd_inpaint import NoiseSchedule, SDInpaint
+
+TOWERS = ("sd_inpaint",)
+OPTIONS = {"eta": 0.0, "blend": True}  # see SamplerOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,3 +189,37 @@ class InpaintSampler:
 
         z = jax.lax.fori_loop(0, opts.num_steps, body, z.astype(jnp.float32))
         return self.latents_to_image(params, z)
+
+
+class SDInpaintGenerator(Generator):
+    """The ``sd_inpaint`` generator: ``InpaintSampler`` behind the generator contract."""
+
+    name = "sd_inpaint"
+
+    def __init__(self, sd: SDInpaint, options: SamplerOptions):
+        self.sd, self.sampler = sd, InpaintSampler(sd, options)
+        self.multiple, self.max_length = self.sampler.multiple, sd.max_length
+        self._tokenizer = text.TextEncoder(sd.tokenizer, sd.max_length, "SD text encoder", ids_only=True)
+
+    @property
+    def params(self):
+        return self.sd.params
+
+    @property
+    def prompt_tokenizer(self):
+        return self._tokenizer
+
+    def generate(self, params, images, masks, prompt_ids, rng, guidance_scale):
+        return self.sampler._sample(params, images, masks, prompt_ids, rng,
+                                    jnp.asarray(guidance_scale, jnp.float32),
+                                    jnp.zeros(self._latent_shape(images.shape), jnp.float32), jnp.asarray(False))
+
+    def _latent_shape(self, shape) -> tuple[int, ...]:
+        f = self.sd.vae_factor
+        return (shape[0], shape[1] // f, shape[2] // f, self.sd.latent_channels)
+
+
+def build(towers, options, num_steps: int) -> SDInpaintGenerator:
+    """``generators.make`` entry: the SD inpainting tower and {eta, blend}."""
+    return SDInpaintGenerator(towers["sd_inpaint"], SamplerOptions(
+        num_steps=num_steps, eta=float(options["eta"]), blend=bool(options["blend"])))

@@ -13,13 +13,13 @@ import os
 
 import ml_collections
 
-from configs import common
+from regionedit_jax.configs import common
 
 
 def model_config(bundle: str, seed: int) -> ml_collections.ConfigDict:
     """The Editor's config, unlocked: the paper's setting, or configs/tiny.py on ``bundle``."""
     if bundle:
-        from configs import tiny
+        from regionedit_jax.configs import tiny
 
         config = tiny.get_config(f"bundle={bundle},seed={seed}")
         config.unlock()

@@ -7,7 +7,7 @@
 Training data: ``python launch/prepare_data.py --source samples --out runs/tiny_data``.
 """
 
-from configs import common
+from regionedit_jax.configs import common
 
 
 def get_config(arg: str | None = None):
@@ -18,11 +18,12 @@ def get_config(arg: str | None = None):
     for name in ("clip", "t5", "sd_inpaint", "dino"):
         config.towers[name].dtype = "float32"
     config.image_size = 32
+    config.edit.max_side = 32
     config.region.num_heads = 4
-    config.sampler.num_steps = 4
+    config.generator.num_steps = 4
     config.global_batch_size = 8
     config.data.path = args.data
-    config.train.update(num_steps=30, sampler_steps=2, log_every=5, checkpoint_every=10, panel_every=10)
+    config.train.update(num_steps=30, generator_steps=2, log_every=5, checkpoint_every=10, panel_every=10)
     config.optimizer.update(lr=1e-3, warmup_steps=3)
     config.mesh.update(data=-1, fsdp=1)
     common.apply_ablation(config, args.ablation)

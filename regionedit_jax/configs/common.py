@@ -68,12 +68,18 @@ def base() -> ml_collections.ConfigDict:
         sd_inpaint=tower("stable-diffusion-v1-5/stable-diffusion-inpainting", "bfloat16"),
         dino=tower("facebook/dino-vits16"),
     ))
-    c.image_size = 512  # edits run at this square resolution (a multiple of the VAE factor)
+    c.image_size = 512  # training images are this square size (a multiple of the generator's)
+    # Editing runs at the source's aspect ratio, each side a multiple of the generator's, the
+    # longer side at most max_side; the result is composited back at the source's resolution.
+    c.edit = ml_collections.ConfigDict(dict(max_side=512))
     # Region predictor (Eq.1-3) and semantic projector f; width 0 = CLIP's embedding size.
     c.region = ml_collections.ConfigDict(dict(
         width=0, num_heads=8, depth=1, mlp_ratio=4, scales=(1, 2, 4), threshold=0.5))
-    # Inference sampler (the training step has its own step count).
-    c.sampler = ml_collections.ConfigDict(dict(num_steps=50, guidance_scale=7.5, eta=0.0, blend=True))
+    # The frozen region-conditioned generator (regionedit_jax/generators), shared by training
+    # and editing; options of the named generator sit under its name. Training runs it with
+    # train.generator_steps.
+    c.generator = ml_collections.ConfigDict(dict(
+        name="sd_inpaint", num_steps=50, guidance_scale=7.5, sd_inpaint=dict(eta=0.0, blend=True)))
     # Descriptions: who captions the source ("clip" zero-shot, "openai", or "none": the caller
     # passes source_caption) and who rewrites it into the target ("rules" or "openai").
     c.describe = ml_collections.ConfigDict(dict(
@@ -85,8 +91,7 @@ def base() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(path="", crop="center", workers=0))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=20_000,  # one epoch of 5M pairs at batch 256 is ~19.5k steps
-        sampler_steps=10,  # DDIM steps inside the training step (inference uses config.sampler)
-        guidance_scale=7.5,
+        generator_steps=10,  # generator steps inside the training step (editing: generator.num_steps)
         log_every=50, checkpoint_every=1000, keep_checkpoints=3,
         panel_every=1000, panel_images=4,  # source | region | edited pictures (0 = never)
         init_checkpoint="",  # params to start from when the workdir has no checkpoint
@@ -104,8 +109,8 @@ def base() -> ml_collections.ConfigDict:
     c.sharding = ml_collections.ConfigDict(dict(
         # trainable params: logical axis -> mesh axis (None = replicated)
         logical_rules=(("embed", "fsdp"), ("mlp", None), ("heads", None), ("kv", None)),
-        # frozen towers: (regex on "clip/...", "t5/...", "sd/unet/..." paths, "fsdp" | "replicate")
-        frozen=((r"^sd/unet/", "fsdp"), (r"^clip/", "fsdp"), (r".*", "replicate")),
+        # frozen params: (regex on "clip/...", "t5/...", "generator/unet/..." paths, "fsdp" | "replicate")
+        frozen=((r"^generator/unet/", "fsdp"), (r"^clip/", "fsdp"), (r".*", "replicate")),
     ))
     # Multi-host: enabled=True calls jax.distributed.initialize(); an empty coordinator
     # address lets JAX detect SLURM / TPU pods; explicit values serve local runs.
