@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo benchmark test clean
+.PHONY: demo benchmark shapes lint test clean
 
 $(STAMP): setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ demo: $(STAMP)
 	    --image sample:cat --instruction "turn the cat into a dog" --source_caption "a close-up of a tabby cat" \
 	    --out runs/tiny/edit
 
+shapes: $(STAMP)
+	$(VENV)/bin/python launch/shapes.py --root runs/shapes
+
 benchmark: $(STAMP)
 	$(VENV)/bin/python launch/benchmark.py --config=configs/tiny.py --workdir runs/benchmark
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest -q tests
 
 clean:

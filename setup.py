@@ -39,7 +39,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "gpu": [f"jax[cuda12]=={JAX_VERSION}"],
     "tpu": [f"jax[tpu]=={JAX_VERSION}"],
-    "test": ["pytest>=9,<10"],
+    "test": ["pytest>=9,<10", "ruff==0.17.6"],
     # Only for tests/make_torch_reference.py, which writes the committed reference outputs.
     "reference": ["torch==2.13.0"],
 }

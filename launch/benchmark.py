@@ -12,8 +12,7 @@ from ml_collections import config_flags
 
 from regionedit_jax import benchmark
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark", "Folder for the outputs.")
 _SAMPLE = flags.DEFINE_string("sample", "cat", "Id of the bundled photo (regionedit_jax/data/samples.jsonl).")
 

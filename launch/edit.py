@@ -14,8 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (a path, or sample:ID for a bundled photo).")
 _INSTRUCTION = flags.DEFINE_string("instruction", None, "What to change.")
 _BATCH = flags.DEFINE_string("batch", None, "JSONL file of edits instead of --image/--instruction.")
@@ -50,9 +49,16 @@ def main(argv):
             raise ValueError("give --image and --instruction, or --batch FILE.jsonl.")
         edit_cli.validate(rows)
         editor = Editor.from_config(_CONFIG.value, checkpoint=_CHECKPOINT.value)
-        folders = edit_cli.run(editor, rows, _OUT.value, seed=_SEED.value, num_steps=_STEPS.value,
-                               guidance_scale=_GUIDANCE.value, threshold=_THRESHOLD.value,
-                               batch_size=_BATCH_SIZE.value)
+        folders = edit_cli.run(
+            editor,
+            rows,
+            _OUT.value,
+            seed=_SEED.value,
+            num_steps=_STEPS.value,
+            guidance_scale=_GUIDANCE.value,
+            threshold=_THRESHOLD.value,
+            batch_size=_BATCH_SIZE.value,
+        )
     except (ValueError, FileNotFoundError, OSError, describe.BackendError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

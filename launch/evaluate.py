@@ -14,8 +14,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/eval_emu.py", "Config file (path[:arg]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/eval_emu.py", "Config file (path[:arg]).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (per-row outputs are cached there).", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained checkpoint folder (default: random region).")
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "Score this folder of another system's images instead.")
@@ -28,8 +29,14 @@ def main(argv):
     from regionedit_jax import evaluators
 
     try:
-        reports = evaluators.evaluate_config(_CONFIG.value, _WORKDIR.value, checkpoint=_CHECKPOINT.value,
-                                             predictions=_PREDICTIONS.value, limit=_LIMIT.value, only=_ONLY.value)
+        reports = evaluators.evaluate_config(
+            _CONFIG.value,
+            _WORKDIR.value,
+            checkpoint=_CHECKPOINT.value,
+            predictions=_PREDICTIONS.value,
+            limit=_LIMIT.value,
+            only=_ONLY.value,
+        )
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -19,15 +19,13 @@ _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This process's index.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "How many processes split the source.")
 _PER_SHARD = flags.DEFINE_integer("records_per_shard", 1000, "Input pairs per output shard.")
 _MAX_SIDE = flags.DEFINE_integer("max_side", 512, "Longer image side after re-encoding.")
-_DESCRIBE = flags.DEFINE_string("describe", "rules",
-                                "Instruction writer: a backend name or a JSON config.")
+_DESCRIBE = flags.DEFINE_string("describe", "rules", "Instruction writer: a backend name or a JSON config.")
 _LIMIT = flags.DEFINE_integer("limit", None, "Read at most N of this process's pairs.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the instruction writer.")
 _WORKERS = flags.DEFINE_integer("workers", None, "Image threads (default: CPUs, at most 8).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds: the datasets' root folder.")
 _IMAGE_FIELD = flags.DEFINE_string("image_field", None, "JSONL key / tfds feature / HF column.")
-_CAPTION_FIELD = flags.DEFINE_string("caption_field", None,
-                                     "JSONL key / tfds feature / HF column of the caption.")
+_CAPTION_FIELD = flags.DEFINE_string("caption_field", None, "JSONL key / tfds feature / HF column of the caption.")
 _MERGE = flags.DEFINE_bool("merge", False, "Only merge the per-process manifests in --out.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -37,22 +35,29 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
     if _MERGE.value:
         totals = annotate.merge(_OUT.value)["totals"]
-        print(f"{_OUT.value}/manifest.json: {totals['records']} records, "
-              f"{totals['rejected']} rejected")
+        print(f"{_OUT.value}/manifest.json: {totals['records']} records, {totals['rejected']} rejected")
         return
     if not _SOURCE.value:
         raise app.UsageError("--source is required (or --merge)")
-    options = {"data_dir": _DATA_DIR.value, "image_field": _IMAGE_FIELD.value,
-               "caption_field": _CAPTION_FIELD.value}
+    options = {"data_dir": _DATA_DIR.value, "image_field": _IMAGE_FIELD.value, "caption_field": _CAPTION_FIELD.value}
     settings = annotate.Settings(
-        source=_SOURCE.value, out=_OUT.value, shard_index=_SHARD_INDEX.value,
-        num_shards=_NUM_SHARDS.value, records_per_shard=_PER_SHARD.value,
-        max_side=_MAX_SIDE.value, describe=_DESCRIBE.value, seed=_SEED.value, limit=_LIMIT.value,
-        source_options={k: v for k, v in options.items() if v is not None})
+        source=_SOURCE.value,
+        out=_OUT.value,
+        shard_index=_SHARD_INDEX.value,
+        num_shards=_NUM_SHARDS.value,
+        records_per_shard=_PER_SHARD.value,
+        max_side=_MAX_SIDE.value,
+        describe=_DESCRIBE.value,
+        seed=_SEED.value,
+        limit=_LIMIT.value,
+        source_options={k: v for k, v in options.items() if v is not None},
+    )
     manifest = annotate.annotate(settings, workers=_WORKERS.value, progress=_PROGRESS.value)
     totals, run = manifest["totals"], manifest["run"]
-    print(f"process {settings.shard_index}: {totals['records']} records, {totals['rejected']} "
-          f"rejected {totals['rejects']}; this run {run['pairs']} pairs in {run['seconds']} s")
+    print(
+        f"process {settings.shard_index}: {totals['records']} records, {totals['rejected']} "
+        f"rejected {totals['rejects']}; this run {run['pairs']} pairs in {run['seconds']} s"
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    crop = Image.fromarray(image[top:top + side, left:left + side])
+    crop = Image.fromarray(image[top : top + side, left : left + side])
     return np.asarray(crop.resize((size, size), Image.BICUBIC), np.float32) / 255.0
 
 
@@ -51,8 +51,7 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
     print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
     start = time.perf_counter()
     towers = bundle.load(config.towers, ("clip", "t5") + generators.towers_for(config.generator), seed=config.seed)
-    print(f"towers loaded in {time.perf_counter() - start:.1f} s "
-          f"({config.towers.bundle or 'from config paths'})")
+    print(f"towers loaded in {time.perf_counter() - start:.1f} s ({config.towers.bundle or 'from config paths'})")
     clip, t5 = towers["clip"], towers["t5"]
     generator = generators.make(config.generator, towers)
 
@@ -78,9 +77,16 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
     _, line = _timed("T5 instruction", jax.jit(t5.encode), t5.params, t5_ids, t5_mask)
     lines.append(line)
     full = jnp.ones(source.shape[:-1] + (1,))
-    generated, line = _timed(f"generator {generator.name} ({config.generator.num_steps} steps)",
-                             jax.jit(generator.generate), generator.params, source, full, prompt_ids,
-                             jax.random.key(0), config.generator.guidance_scale)
+    generated, line = _timed(
+        f"generator {generator.name} ({config.generator.num_steps} steps)",
+        jax.jit(generator.generate),
+        generator.params,
+        source,
+        full,
+        prompt_ids,
+        jax.random.key(0),
+        config.generator.guidance_scale,
+    )
     lines.append(line)
     print("\n".join(lines))
 
@@ -89,20 +95,25 @@ def run(config, workdir: str, sample_id: str = "cat") -> dict[str, float]:
     panel = np.concatenate([source[0], np.asarray(generated[0])], axis=1)
     scale = max(1, 256 // config.image_size)
     picture = Image.fromarray((panel * 255).round().astype(np.uint8)).resize(
-        (panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST)
+        (panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST
+    )
     path = os.path.join(workdir, "demo.png")
     picture.save(path)
     print(f"source | generator output for the whole image -> {path}")
 
     editor = Editor.from_towers(towers, config, params=None)
-    result = editor.edit(photo, edit.instruction, seed=config.seed, source_caption=sample.caption,
-                         target_caption=edit.target_caption)
-    again = editor.edit(photo, edit.instruction, seed=config.seed, source_caption=sample.caption,
-                        target_caption=edit.target_caption)
+    result = editor.edit(
+        photo, edit.instruction, seed=config.seed, source_caption=sample.caption, target_caption=edit.target_caption
+    )
+    again = editor.edit(
+        photo, edit.instruction, seed=config.seed, source_caption=sample.caption, target_caption=edit.target_caption
+    )
     edit_dir = os.path.join(workdir, "edit")
     edit_cli.write_result(edit_dir, photo, result, {"seed": config.seed, "sample": sample.id})
-    print(f"edit ({config.generator.num_steps} {config.generator.name} steps, longer side <= "
-          f"{config.edit.max_side}px): compile "
-          f"{result.timings['compile']:.1f} s, then {again.timings['edit'] * 1e3:.0f} ms; region covers "
-          f"{result.mask.mean():.1%} -> {edit_dir}/overlay.png, edited.png")
+    print(
+        f"edit ({config.generator.num_steps} {config.generator.name} steps, longer side <= "
+        f"{config.edit.max_side}px): compile "
+        f"{result.timings['compile']:.1f} s, then {again.timings['edit'] * 1e3:.0f} ms; region covers "
+        f"{result.mask.mean():.1%} -> {edit_dir}/overlay.png, edited.png"
+    )
     return {"cos": cos, "edit_ms": again.timings["edit"] * 1e3}

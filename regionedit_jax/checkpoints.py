@@ -57,8 +57,10 @@ def restore_params(directory: str, target: Any, step: int | None = None) -> tupl
     """
     path = os.path.abspath(directory)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint folder {directory!r} does not exist; pass a training "
-                                "workdir's checkpoints/ folder (or omit it to start from a fresh init).")
+        raise FileNotFoundError(
+            f"checkpoint folder {directory!r} does not exist; pass a training "
+            "workdir's checkpoints/ folder (or omit it to start from a fresh init)."
+        )
     with manager(path) as checkpoints:
         steps = checkpoints.all_steps()
         if not steps:
@@ -69,9 +71,11 @@ def restore_params(directory: str, target: Any, step: int | None = None) -> tupl
         stored, wanted = _shapes(checkpoints.item_metadata(step)[PARAMS].tree), _shapes(target)
         if stored != wanted:
             diff = sorted(set(stored.items()) ^ set(wanted.items()))[:6]
-            raise ValueError(f"checkpoint {directory!r} step {step} does not match this config's region "
-                             f"predictor (first differences, as (path, shape): {diff}). Was it trained "
-                             "with another config.region or other towers?")
+            raise ValueError(
+                f"checkpoint {directory!r} step {step} does not match this config's region "
+                f"predictor (first differences, as (path, shape): {diff}). Was it trained "
+                "with another config.region or other towers?"
+            )
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         restored = checkpoints.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract)}))
     return restored[PARAMS], step

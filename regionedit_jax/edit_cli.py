@@ -35,9 +35,14 @@ def write_result(out_dir: str, source: np.ndarray, result, settings: dict[str, A
     Image.fromarray(result.image).save(os.path.join(out_dir, "edited.png"))
     Image.fromarray((result.mask * 255).astype(np.uint8)).save(os.path.join(out_dir, "mask.png"))
     Image.fromarray(overlay(source, result.mask)).save(os.path.join(out_dir, "overlay.png"))
-    info = {"instruction": result.instruction, "source_caption": result.source_caption,
-            "target_caption": result.target_caption, "mask_area": float(result.mask.mean()),
-            "timings": result.timings, **settings}
+    info = {
+        "instruction": result.instruction,
+        "source_caption": result.source_caption,
+        "target_caption": result.target_caption,
+        "mask_area": float(result.mask.mean()),
+        "timings": result.timings,
+        **settings,
+    }
     with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
 
@@ -59,7 +64,7 @@ def read_batch(path: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: not JSON ({e.msg}).") from None
             if not isinstance(row, dict) or "image" not in row or "instruction" not in row:
-                raise ValueError(f"{path}:{number}: each line needs \"image\" and \"instruction\".")
+                raise ValueError(f'{path}:{number}: each line needs "image" and "instruction".')
             for key in ("image", "mask"):
                 if key in row and not str(row[key]).startswith("sample:"):
                     row[key] = os.path.join(root, row[key])
@@ -75,7 +80,7 @@ def read_source(ref: str) -> np.ndarray:
         from regionedit_jax.data import samples
 
         rows = {s.id: s for s in samples.load_samples()}
-        name = ref[len("sample:"):]
+        name = ref[len("sample:") :]
         if name not in rows:
             raise image_ops.ImageReadError(f"no bundled sample {name!r}; the samples are {sorted(rows)}.")
         return rows[name].image()
@@ -97,21 +102,34 @@ def validate(rows: Sequence[dict[str, Any]]) -> None:
                     raise ValueError(f"{where}{key}: {e}") from None
 
 
-def run(editor, rows: Sequence[dict[str, Any]], out: str, *, seed: int, num_steps: int | None,
-        guidance_scale: float | None, threshold: float | None, batch_size: int = 4,
-        progress: bool = True) -> list[str]:
+def run(
+    editor,
+    rows: Sequence[dict[str, Any]],
+    out: str,
+    *,
+    seed: int,
+    num_steps: int | None,
+    guidance_scale: float | None,
+    threshold: float | None,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> list[str]:
     """Edits ``rows`` in batches of ``batch_size`` and writes each result; returns the folders."""
     from tqdm import tqdm
 
     gc = editor.config.generator
-    settings = {"seed": seed, "generator": gc.name, "num_steps": num_steps or gc.num_steps,
-                "guidance_scale": gc.guidance_scale if guidance_scale is None else guidance_scale,
-                "threshold": editor.config.region.threshold if threshold is None else threshold}
+    settings = {
+        "seed": seed,
+        "generator": gc.name,
+        "num_steps": num_steps or gc.num_steps,
+        "guidance_scale": gc.guidance_scale if guidance_scale is None else guidance_scale,
+        "threshold": editor.config.region.threshold if threshold is None else threshold,
+    }
     single = len(rows) == 1
     folders = []
     bar = tqdm(total=len(rows), desc="editing", unit="image", disable=not progress or single)
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         sources = [read_source(r["image"]) for r in chunk]
         optional = {key: [r.get(key[:-1]) for r in chunk] for key in ("source_captions", "target_captions")}
         optional = {k: v for k, v in optional.items() if all(x is not None for x in v)}
@@ -119,8 +137,15 @@ def run(editor, rows: Sequence[dict[str, Any]], out: str, *, seed: int, num_step
             if not all("mask" in r for r in chunk):
                 raise ValueError("give a mask for every row of a batch, or for none.")
             optional["masks"] = [r["mask"] for r in chunk]
-        results = editor.edit_batch(sources, [r["instruction"] for r in chunk], seed=seed, num_steps=num_steps,
-                                    guidance_scale=guidance_scale, threshold=threshold, **optional)
+        results = editor.edit_batch(
+            sources,
+            [r["instruction"] for r in chunk],
+            seed=seed,
+            num_steps=num_steps,
+            guidance_scale=guidance_scale,
+            threshold=threshold,
+            **optional,
+        )
         for offset, (source, result) in enumerate(zip(sources, results, strict=True)):
             folder = out if single else os.path.join(out, f"{start + offset:05d}")
             write_result(folder, source, result, {**settings, "image": chunk[offset]["image"]})

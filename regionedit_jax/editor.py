@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from regionedit_jax import checkpoints, describe, generators, images as image_ops
+from regionedit_jax import checkpoints, describe, generators
+from regionedit_jax import images as image_ops
 from regionedit_jax.model import RegionEditModel, composite
 from regionedit_jax.towers import bundle
 
@@ -56,8 +57,10 @@ def _as_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
     else:
         array = image_ops.decode(mask).max(axis=-1)
     if array.shape != shape:
-        raise ValueError(f"the mask is {array.shape[1]}x{array.shape[0]} (WxH) but the image is "
-                         f"{shape[1]}x{shape[0]}; give a mask of the image's size.")
+        raise ValueError(
+            f"the mask is {array.shape[1]}x{array.shape[0]} (WxH) but the image is "
+            f"{shape[1]}x{shape[0]}; give a mask of the image's size."
+        )
     return array > (127 if array.dtype == np.uint8 else 0.5)
 
 
@@ -70,8 +73,15 @@ def _resize(x: np.ndarray, h: int, w: int, method: str) -> np.ndarray:
 class Editor:
     """Edits images by instruction with a region predictor and a frozen generator."""
 
-    def __init__(self, model: RegionEditModel, params: Any, config, captioner=None, rewriter=None,
-                 towers: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: RegionEditModel,
+        params: Any,
+        config,
+        captioner=None,
+        rewriter=None,
+        towers: dict[str, Any] | None = None,
+    ):
         self.model, self.params, self.config = model, params, config
         self.captioner, self.rewriter = captioner, rewriter
         self.towers = towers or {}
@@ -88,29 +98,36 @@ class Editor:
         return cls.from_towers(towers, config, checkpoint=checkpoint, params=params)
 
     @classmethod
-    def from_towers(cls, towers: dict[str, Any], config, checkpoint: str | None = None,
-                    params: Any = None) -> Editor:
+    def from_towers(cls, towers: dict[str, Any], config, checkpoint: str | None = None, params: Any = None) -> Editor:
         """Like ``from_config`` with towers already loaded (``towers.bundle.load``)."""
         model = RegionEditModel.from_towers(towers, config)
         fresh = model.init(jax.random.key(config.seed))
         if params is None and checkpoint:
             params, _ = checkpoints.restore_params(checkpoint, fresh)
         elif params is None:
-            warnings.warn("no checkpoint: the region predictor is a fresh random init, so its regions "
-                          "are arbitrary until it is trained (pass checkpoint=... or --checkpoint).",
-                          stacklevel=3)
+            warnings.warn(
+                "no checkpoint: the region predictor is a fresh random init, so its regions "
+                "are arbitrary until it is trained (pass checkpoint=... or --checkpoint).",
+                stacklevel=3,
+            )
             params = fresh
         dc = config.describe
         openai = {k: v for k, v in dict(dc.openai).items() if v != ""}
-        captioner = {"none": None, "clip": lambda: describe.make("clip", clip=towers["clip"]),
-                     "openai": lambda: describe.make("openai", **openai)}
+        captioner = {
+            "none": None,
+            "clip": lambda: describe.make("clip", clip=towers["clip"]),
+            "openai": lambda: describe.make("openai", **openai),
+        }
         rewriter = {"rules": lambda: describe.make("rules"), "openai": lambda: describe.make("openai", **openai)}
         if dc.captioner not in captioner or dc.rewriter not in rewriter:
-            raise ValueError(f"config.describe: captioner must be one of {sorted(captioner)} and rewriter "
-                             f"one of {sorted(rewriter)}; got {dc.captioner!r}, {dc.rewriter!r}.")
+            raise ValueError(
+                f"config.describe: captioner must be one of {sorted(captioner)} and rewriter "
+                f"one of {sorted(rewriter)}; got {dc.captioner!r}, {dc.rewriter!r}."
+            )
         make_captioner = captioner[dc.captioner]
-        return cls(model, params, config, make_captioner() if make_captioner else None, rewriter[dc.rewriter](),
-                   towers=towers)
+        return cls(
+            model, params, config, make_captioner() if make_captioner else None, rewriter[dc.rewriter](), towers=towers
+        )
 
     # ----------------------------------------------------------------------------- public
 
@@ -118,15 +135,28 @@ class Editor:
         """Edits one image; see ``edit_batch`` for the options."""
         mask = options.pop("mask", None)
         source, target = options.pop("source_caption", None), options.pop("target_caption", None)
-        return self.edit_batch([image], [instruction], masks=None if mask is None else [mask],
-                               source_captions=None if source is None else [source],
-                               target_captions=None if target is None else [target], **options)[0]
+        return self.edit_batch(
+            [image],
+            [instruction],
+            masks=None if mask is None else [mask],
+            source_captions=None if source is None else [source],
+            target_captions=None if target is None else [target],
+            **options,
+        )[0]
 
-    def edit_batch(self, images: Sequence[Any], instructions: Sequence[str], *, seed: int = 0,
-                   num_steps: int | None = None, guidance_scale: float | None = None,
-                   threshold: float | None = None, source_captions: Sequence[str] | None = None,
-                   target_captions: Sequence[str] | None = None,
-                   masks: Sequence[Any] | None = None) -> list[EditResult]:
+    def edit_batch(
+        self,
+        images: Sequence[Any],
+        instructions: Sequence[str],
+        *,
+        seed: int = 0,
+        num_steps: int | None = None,
+        guidance_scale: float | None = None,
+        threshold: float | None = None,
+        source_captions: Sequence[str] | None = None,
+        target_captions: Sequence[str] | None = None,
+        masks: Sequence[Any] | None = None,
+    ) -> list[EditResult]:
         """Edits several images; images of one working shape share one compiled call.
 
         Args:
@@ -139,8 +169,10 @@ class Editor:
         """
         start = time.perf_counter()
         if len(images) != len(instructions) or not images:
-            raise ValueError(f"edit_batch needs one instruction per image; got {len(images)} images and "
-                             f"{len(instructions)} instructions.")
+            raise ValueError(
+                f"edit_batch needs one instruction per image; got {len(images)} images and "
+                f"{len(instructions)} instructions."
+            )
         for i, text in enumerate(instructions):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"instruction {i} is empty; say what to change, e.g. 'make the car red'.")
@@ -164,11 +196,24 @@ class Editor:
         outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         compile_s = 0.0
         for shape, rows in buckets.items():
-            bucket_masks = np.zeros((len(rows),) + shape, np.float32) if user_masks is None else np.stack(
-                [_resize(user_masks[i].astype(np.float32), *shape, "nearest") for i in rows])
-            args = (self.params, self.frozen, np.stack([work[i] for i in rows]), t5_ids[rows], t5_mask[rows],
-                    prompt_ids[rows], jax.random.fold_in(jax.random.key(seed), rows[0]), jnp.float32(guidance),
-                    jnp.float32(tau), bucket_masks, jnp.bool_(user_masks is not None))
+            bucket_masks = (
+                np.zeros((len(rows),) + shape, np.float32)
+                if user_masks is None
+                else np.stack([_resize(user_masks[i].astype(np.float32), *shape, "nearest") for i in rows])
+            )
+            args = (
+                self.params,
+                self.frozen,
+                np.stack([work[i] for i in rows]),
+                t5_ids[rows],
+                t5_mask[rows],
+                prompt_ids[rows],
+                jax.random.fold_in(jax.random.key(seed), rows[0]),
+                jnp.float32(guidance),
+                jnp.float32(tau),
+                bucket_masks,
+                jnp.bool_(user_masks is not None),
+            )
             fn, seconds = self._executable(model, steps, args)
             compile_s += seconds
             generated, probs = jax.device_get(fn(*args))
@@ -183,12 +228,24 @@ class Editor:
             region = user_masks[i] if user_masks is not None else probs > tau
             generated = _resize(generated, h, w, "bicubic").clip(0, 1)
             pixels = np.asarray(composite(region[None].astype(np.float32), generated[None], src[None])[0])
-            results.append(EditResult(
-                image=(pixels * 255).round().astype(np.uint8), mask=region, probs=probs.astype(np.float32),
-                instruction=instructions[i], source_caption=src_caps[i], target_caption=tgt_caps[i], timings={}))
+            results.append(
+                EditResult(
+                    image=(pixels * 255).round().astype(np.uint8),
+                    mask=region,
+                    probs=probs.astype(np.float32),
+                    instruction=instructions[i],
+                    source_caption=src_caps[i],
+                    target_caption=tgt_caps[i],
+                    timings={},
+                )
+            )
         total = time.perf_counter() - start
-        timings = {"describe": described - start, "compile": compile_s,
-                   "edit": edited_at - described - compile_s, "total": total}
+        timings = {
+            "describe": described - start,
+            "compile": compile_s,
+            "edit": edited_at - described - compile_s,
+            "total": total,
+        }
         for r in results:
             r.timings = dict(timings)
         return results
@@ -228,8 +285,10 @@ class Editor:
                 raise ValueError(f"num_steps must be at least 1; got {num_steps}.")
             missing = [t for t in generators.towers_for(self.config.generator) if t not in self.towers]
             if missing:
-                raise ValueError(f"this Editor was built without the towers {missing}, so it cannot run "
-                                 f"{num_steps} steps; build it with Editor.from_config or from_towers.")
+                raise ValueError(
+                    f"this Editor was built without the towers {missing}, so it cannot run "
+                    f"{num_steps} steps; build it with Editor.from_config or from_towers."
+                )
             generator = generators.make(self.config.generator, self.towers, num_steps=num_steps)
             self._models[num_steps] = dataclasses.replace(self.model, generator=generator)
         return self._models[num_steps]
@@ -246,8 +305,10 @@ class Editor:
             try:
                 targets = self.rewriter.rewrite(list(sources), instructions)
             except describe.DescribeError as e:
-                raise ValueError(f"cannot turn the instruction into a target description: {e.message} "
-                                 "(pass target_caption=... to skip the rewriter)") from None
+                raise ValueError(
+                    f"cannot turn the instruction into a target description: {e.message} "
+                    "(pass target_caption=... to skip the rewriter)"
+                ) from None
         if len(sources) != n or len(targets) != n:
             raise ValueError("give one source and one target caption per image.")
         return list(sources), list(targets)
@@ -262,8 +323,19 @@ class Editor:
             return self._compiled[key], 0.0
 
         def run(params, frozen, images, t5_ids, t5_mask, prompt_ids, rng, guidance, threshold, masks, use_mask):
-            out = model.forward(params, frozen, images, t5_ids, t5_mask, prompt_ids, rng, guidance_scale=guidance,
-                                threshold=threshold, user_mask=masks, use_user_mask=use_mask)
+            out = model.forward(
+                params,
+                frozen,
+                images,
+                t5_ids,
+                t5_mask,
+                prompt_ids,
+                rng,
+                guidance_scale=guidance,
+                threshold=threshold,
+                user_mask=masks,
+                use_user_mask=use_mask,
+            )
             return out.generated, out.probs
 
         start = time.perf_counter()

@@ -63,7 +63,7 @@ def resize_center_crop(images: jax.Array, resize: int, crop: int, method: str = 
     if (new_h, new_w) != (h, w):
         images = jax.image.resize(images, (b, new_h, new_w, c), method=method, antialias=True)
     top, left = (new_h - crop) // 2, (new_w - crop) // 2
-    return images[:, top:top + crop, left:left + crop, :]
+    return images[:, top : top + crop, left : left + crop, :]
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -83,8 +83,7 @@ class ImageReadError(ValueError):
 
 
 # What PIL raises on malformed files (its plugins parse untrusted bytes).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, ZeroDivisionError,
-                 struct.error)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, ZeroDivisionError, struct.error)
 
 
 # Images above this many pixels are refused before decoding (a 10k x 10k photo is 100 MP:
@@ -116,8 +115,10 @@ def open_image(source, max_pixels: int = MAX_PIXELS):
                 raise ImageReadError(f"image {str(source)!r} does not exist.", "missing")
             stream, name = source, f"image {str(source)!r}"
         else:
-            raise ImageReadError(f"cannot read an image from a {type(source).__name__}; pass a path, bytes, "
-                                 "a PIL image or an [H, W, C] array.")
+            raise ImageReadError(
+                f"cannot read an image from a {type(source).__name__}; pass a path, bytes, "
+                "a PIL image or an [H, W, C] array."
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -130,9 +131,12 @@ def open_image(source, max_pixels: int = MAX_PIXELS):
     if image.width == 0 or image.height == 0:
         raise ImageReadError("the image is empty (zero width or height).", "empty")
     if image.width * image.height > max_pixels:
-        raise ImageReadError(f"the image is {image.width}x{image.height} ({image.width * image.height / 1e6:.0f} "
-                             f"megapixels), over the {max_pixels / 1e6:.0f}-megapixel limit for safe decoding; "
-                             "downscale it first.", "too_large")
+        raise ImageReadError(
+            f"the image is {image.width}x{image.height} ({image.width * image.height / 1e6:.0f} "
+            f"megapixels), over the {max_pixels / 1e6:.0f}-megapixel limit for safe decoding; "
+            "downscale it first.",
+            "too_large",
+        )
     return image
 
 
@@ -160,8 +164,9 @@ def decode(source, *, reduce_to: tuple[int, int] | None = None, max_pixels: int 
         return np.asarray(pil_to_rgb(image), np.uint8)
     except DECODE_ERRORS as e:  # truncated or corrupt pixel data surfaces here
         reason = "truncated" if "truncated" in str(e) else "corrupt"
-        raise ImageReadError(f"the image cannot be decoded ({type(e).__name__}: {e}); is the file complete?",
-                             reason) from None
+        raise ImageReadError(
+            f"the image cannot be decoded ({type(e).__name__}: {e}); is the file complete?", reason
+        ) from None
 
 
 def pil_to_rgb(image):
@@ -198,8 +203,10 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4) or 0 in pixels.shape:
-        raise ImageReadError(f"expected a non-empty HW or HWC image with C in 1-4, got shape {pixels.shape}.",
-                             "empty" if 0 in pixels.shape else "corrupt")
+        raise ImageReadError(
+            f"expected a non-empty HW or HWC image with C in 1-4, got shape {pixels.shape}.",
+            "empty" if 0 in pixels.shape else "corrupt",
+        )
     if pixels.shape[-1] in (2, 4):
         colour = pixels[..., :-1].astype(np.float32)
         alpha = pixels[..., -1:].astype(np.float32) / 255

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from regionedit_jax import generators, region as region_lib
+from regionedit_jax import generators
+from regionedit_jax import region as region_lib
 from regionedit_jax.towers.clip import Clip, ImageFeatures
 from regionedit_jax.towers.t5 import T5
 
@@ -67,16 +68,25 @@ class RegionEditModel:
         rc = config.region
         width = rc.width or clip.dim
         if rc.width and rc.width != clip.dim:
-            raise ValueError(f"region.width {rc.width} must be 0 or CLIP's embedding size {clip.dim}: the "
-                             "projector f reads both H and the CLIP patch tokens V.")
+            raise ValueError(
+                f"region.width {rc.width} must be 0 or CLIP's embedding size {clip.dim}: the "
+                "projector f reads both H and the CLIP patch tokens V."
+            )
         generator = generators.make(config.generator, towers, num_steps=generator_steps)
         if config.image_size % generator.multiple:
-            raise ValueError(f"image_size {config.image_size} must be a multiple of {generator.multiple} "
-                             f"(what generator {generator.name!r} needs).")
-        return cls(clip=clip, t5=t5, generator=generator,
-                   region=region_lib.RegionPredictor(width=width, num_heads=rc.num_heads, depth=rc.depth,
-                                                     mlp_ratio=rc.mlp_ratio, scales=tuple(rc.scales)),
-                   projector=region_lib.SemanticProjector(out_dim=clip.dim, num_heads=rc.num_heads))
+            raise ValueError(
+                f"image_size {config.image_size} must be a multiple of {generator.multiple} "
+                f"(what generator {generator.name!r} needs)."
+            )
+        return cls(
+            clip=clip,
+            t5=t5,
+            generator=generator,
+            region=region_lib.RegionPredictor(
+                width=width, num_heads=rc.num_heads, depth=rc.depth, mlp_ratio=rc.mlp_ratio, scales=tuple(rc.scales)
+            ),
+            projector=region_lib.SemanticProjector(out_dim=clip.dim, num_heads=rc.num_heads),
+        )
 
     def frozen_params(self) -> dict[str, Any]:
         return {"clip": self.clip.params, "t5": self.t5.params, "generator": self.generator.params}
@@ -92,8 +102,7 @@ class RegionEditModel:
         r_rng, p_rng = jax.random.split(rng)
         region_vars = self.region.init(r_rng, patches, text, mask)
         fused = jnp.zeros((1, grid * grid, self.region.width or d))
-        params = {"region": region_vars["params"],
-                  "projector": self.projector.init(p_rng, fused)["params"]}
+        params = {"region": region_vars["params"], "projector": self.projector.init(p_rng, fused)["params"]}
         return params if boxed else nn.meta.unbox(params)
 
     def encode_source(self, frozen, images: jax.Array) -> ImageFeatures:
@@ -108,16 +117,29 @@ class RegionEditModel:
             images = jax.image.resize(images, (b, size, size, c), "bicubic", antialias=True).clip(0, 1)
         return self.clip.encode_image(frozen["clip"], images)
 
-    def predict_region(self, params, frozen, patches: jax.Array, t5_ids: jax.Array,
-                       t5_mask: jax.Array) -> region_lib.RegionOutput:
+    def predict_region(
+        self, params, frozen, patches: jax.Array, t5_ids: jax.Array, t5_mask: jax.Array
+    ) -> region_lib.RegionOutput:
         """V [B, N, d] + instruction ids/mask [B, L] -> RegionOutput on the patch grid."""
         tokens = self.t5.encode(frozen["t5"], t5_ids, t5_mask)
         return self.region.apply({"params": params["region"]}, patches, tokens, t5_mask)
 
-    def forward(self, params, frozen, images: jax.Array, t5_ids: jax.Array, t5_mask: jax.Array,
-                prompt_ids: jax.Array, rng: jax.Array, *, guidance_scale, threshold,
-                user_mask: jax.Array | None = None, use_user_mask: jax.Array | bool = False,
-                train: bool = False) -> EditOutput:
+    def forward(
+        self,
+        params,
+        frozen,
+        images: jax.Array,
+        t5_ids: jax.Array,
+        t5_mask: jax.Array,
+        prompt_ids: jax.Array,
+        rng: jax.Array,
+        *,
+        guidance_scale,
+        threshold,
+        user_mask: jax.Array | None = None,
+        use_user_mask: jax.Array | bool = False,
+        train: bool = False,
+    ) -> EditOutput:
         """encode -> region -> mask -> generate -> composite, for editing and training alike.
 
         images [B, H, W, 3] in [0, 1] (H, W multiples of ``generator.multiple``); t5 ids/mask
@@ -133,12 +155,14 @@ class RegionEditModel:
         hard = region_lib.hard_mask(probs, threshold)
         if user_mask is not None:
             hard = jnp.where(use_user_mask, (user_mask > 0.5).astype(jnp.float32), hard)
-        generated = self.generator.generate(frozen["generator"], images, hard[..., None], prompt_ids, rng,
-                                            guidance_scale)
+        generated = self.generator.generate(
+            frozen["generator"], images, hard[..., None], prompt_ids, rng, guidance_scale
+        )
         if train:
             generated = jax.lax.stop_gradient(generated)
             mask = region_lib.straight_through(hard, probs)  # forward: hard; backward: through p
         else:
             mask = hard
-        return EditOutput(composite(mask, generated, images), generated, hard, probs, out.scale_weights,
-                          source, out.fused)
+        return EditOutput(
+            composite(mask, generated, images), generated, hard, probs, out.scale_weights, source, out.fused
+        )

@@ -34,8 +34,9 @@ class RegionOutput(NamedTuple):
 
 
 def _attention(num_heads: int, dtype: Any, name: str) -> nn.MultiHeadDotProductAttention:
-    return nn.MultiHeadDotProductAttention(num_heads=num_heads, dtype=dtype, kernel_init=_QKV,
-                                           out_kernel_init=_ATTN_OUT, name=name)
+    return nn.MultiHeadDotProductAttention(
+        num_heads=num_heads, dtype=dtype, kernel_init=_QKV, out_kernel_init=_ATTN_OUT, name=name
+    )
 
 
 def _norm(dtype: Any, name: str) -> nn.LayerNorm:
@@ -73,8 +74,9 @@ class RegionPredictor(nn.Module):
             raise ValueError(f"patch tokens must form a square grid; got N={n}.")
         bad = [s for s in self.scales if grid % s]
         if bad or not self.scales:
-            raise ValueError(f"region scales {self.scales} must be non-empty and divide the {grid}x{grid} "
-                             f"patch grid; {bad} do not.")
+            raise ValueError(
+                f"region scales {self.scales} must be non-empty and divide the {grid}x{grid} patch grid; {bad} do not."
+            )
         v = nn.Dense(self.width, dtype=self.dtype, kernel_init=_DENSE, name="patch_in")(patches)
         p = nn.Dense(self.width, dtype=self.dtype, kernel_init=_DENSE, name="text_in")(text)
         keys = text_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, L] broadcast over heads and queries
@@ -95,8 +97,12 @@ class RegionPredictor(nn.Module):
         if len(self.scales) == 1:
             weights = jnp.ones((b, 1), jnp.float32)
         else:
-            weights = jax.nn.softmax(nn.Dense(len(self.scales), kernel_init=_DENSE, name="scale_mix")(
-                fused.mean(axis=1)).astype(jnp.float32), axis=-1)
+            weights = jax.nn.softmax(
+                nn.Dense(len(self.scales), kernel_init=_DENSE, name="scale_mix")(fused.mean(axis=1)).astype(
+                    jnp.float32
+                ),
+                axis=-1,
+            )
         mixed = jnp.einsum("bs,sbij->bij", weights, jnp.stack(logits))
         return RegionOutput(mixed, jax.nn.sigmoid(mixed), fused, weights)
 
@@ -111,8 +117,9 @@ class SemanticProjector(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         width = tokens.shape[-1]
-        query = self.param("query", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-                           (1, width))
+        query = self.param(
+            "query", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")), (1, width)
+        )
         query = jnp.broadcast_to(query[None].astype(self.dtype), (tokens.shape[0], 1, width))
         pooled = _attention(self.num_heads, self.dtype, "pool")(query, _norm(self.dtype, "norm")(tokens))[:, 0]
         return nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=_DENSE, name="proj")(pooled).astype(jnp.float32)

@@ -4,7 +4,8 @@ import os
 
 # Before jax is imported anywhere: 8 host devices for sharding tests, no network lookups.
 os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -68,5 +69,11 @@ def editor(tiny_config, clip_tower, t5_tower, sd_tower):
     towers = {"clip": clip_tower, "t5": t5_tower, "sd_inpaint": sd_tower}
     model = RegionEditModel.from_towers(towers, tiny_config)
     params = model.init(jax.random.key(0))
-    return Editor(model, params, tiny_config, describe.make("clip", clip=clip_tower, labels=["cat", "dog", "car"]),
-                  describe.make("rules"), towers=towers)
+    return Editor(
+        model,
+        params,
+        tiny_config,
+        describe.make("clip", clip=clip_tower, labels=["cat", "dog", "car"]),
+        describe.make("rules"),
+        towers=towers,
+    )

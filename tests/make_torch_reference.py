@@ -49,15 +49,16 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-
-
 def _strict(loaded, what: str, allow_unexpected: tuple[str, ...] = ()):
     """(model, loading_info) -> model, failing on any missing/unexpected/mismatched weight."""
     model, info = loaded
     unexpected = [k for k in info["unexpected_keys"] if not k.startswith(allow_unexpected)]
-    bad = {"missing": sorted(info["missing_keys"]), "unexpected": sorted(unexpected),
-           "mismatched": sorted(map(str, info["mismatched_keys"])),
-           "errors": list(info.get("error_msgs", []))}
+    bad = {
+        "missing": sorted(info["missing_keys"]),
+        "unexpected": sorted(unexpected),
+        "mismatched": sorted(map(str, info["mismatched_keys"])),
+        "errors": list(info.get("error_msgs", [])),
+    }
     if any(bad.values()):
         raise AssertionError(f"{what} does not load strictly: {bad}")
     return model.eval()
@@ -86,9 +87,11 @@ def _resave_manifest(model, what: str, name: str) -> dict:
 def _diff(ours: dict, torch_: dict) -> str:
     a = {r[0]: r[1:] for r in ours["tensors"]}
     b = {r[0]: r[1:] for r in torch_["tensors"]}
-    lines = [f"  only in the bundle: {sorted(set(a) - set(b))}",
-             f"  only in save_pretrained: {sorted(set(b) - set(a))}",
-             f"  shape/dtype differ: {[(k, a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]]}"]
+    lines = [
+        f"  only in the bundle: {sorted(set(a) - set(b))}",
+        f"  only in save_pretrained: {sorted(set(b) - set(a))}",
+        f"  shape/dtype differ: {[(k, a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]]}",
+    ]
     if ours["metadata"] != torch_["metadata"]:
         lines.append(f"  metadata: bundle {ours['metadata']} vs save_pretrained {torch_['metadata']}")
     return "\n".join(lines)
@@ -109,9 +112,16 @@ def main() -> int:
     import torch
     import transformers
     from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import (CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPTokenizerFast, T5EncoderModel,
-                              T5ForConditionalGeneration, T5TokenizerFast, ViTModel)
-
+    from transformers import (
+        CLIPModel,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPTokenizerFast,
+        T5EncoderModel,
+        T5ForConditionalGeneration,
+        T5TokenizerFast,
+        ViTModel,
+    )
 
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -120,23 +130,30 @@ def main() -> int:
     diffusers.logging.set_verbosity_error()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = tiny.write_bundle(os.path.join(tmp, "tiny"), seed=SEED)
-        j = lambda *p: os.path.join(bundle, *p)  # noqa: E731
+        j = lambda *p: os.path.join(bundle, *p)
         tf_kw = dict(output_loading_info=True, attn_implementation="eager", torch_dtype=torch.float32)
         df_kw = dict(output_loading_info=True, low_cpu_mem_usage=False, torch_dtype=torch.float32)
         models = {
             "clip": _strict(CLIPModel.from_pretrained(j("clip"), **tf_kw), "CLIPModel"),
             "t5": _strict(T5ForConditionalGeneration.from_pretrained(j("t5"), **tf_kw), "T5ForConditionalGeneration"),
             "dino": _strict(ViTModel.from_pretrained(j("dino"), **tf_kw), "ViTModel"),
-            "unet": _strict(UNet2DConditionModel.from_pretrained(j("sd_inpaint", "unet"), **df_kw), "UNet2DConditionModel"),
+            "unet": _strict(
+                UNet2DConditionModel.from_pretrained(j("sd_inpaint", "unet"), **df_kw), "UNet2DConditionModel"
+            ),
             "vae": _strict(AutoencoderKL.from_pretrained(j("sd_inpaint", "vae"), **df_kw), "AutoencoderKL"),
-            "text_encoder": _strict(CLIPTextModel.from_pretrained(j("sd_inpaint", "text_encoder"), **tf_kw),
-                                    "CLIPTextModel"),
+            "text_encoder": _strict(
+                CLIPTextModel.from_pretrained(j("sd_inpaint", "text_encoder"), **tf_kw), "CLIPTextModel"
+            ),
         }
         # The encoder alone, from the full checkpoint: only the decoder and LM head are left over.
-        t5_encoder = _strict(T5EncoderModel.from_pretrained(j("t5"), **tf_kw), "T5EncoderModel",
-                             allow_unexpected=("decoder.", "lm_head."))
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(j("sd_inpaint"), safety_checker=None,
-                                                              low_cpu_mem_usage=False, torch_dtype=torch.float32)
+        t5_encoder = _strict(
+            T5EncoderModel.from_pretrained(j("t5"), **tf_kw),
+            "T5EncoderModel",
+            allow_unexpected=("decoder.", "lm_head."),
+        )
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(
+            j("sd_inpaint"), safety_checker=None, low_cpu_mem_usage=False, torch_dtype=torch.float32
+        )
         for name in ("unet", "vae", "text_encoder"):
             ours, theirs = getattr(pipe, name).state_dict(), models[name].state_dict()
             assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
@@ -168,18 +185,26 @@ def main() -> int:
             enc = tok(CLIP_TEXTS, padding="max_length", max_length=77, truncation=True, return_tensors="np")
             ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
             clip = models["clip"]
-            emb = clip.get_text_features(input_ids=torch.from_numpy(ids).long(),
-                                         attention_mask=torch.from_numpy(mask).long())
+            emb = clip.get_text_features(
+                input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long()
+            )
             emb = emb / emb.norm(dim=-1, keepdim=True)
-            ref.update(clip_texts=np.array(CLIP_TEXTS), clip_input_ids=ids, clip_attention_mask=mask,
-                       clip_text_embeds=emb.numpy().astype(f32))
+            ref.update(
+                clip_texts=np.array(CLIP_TEXTS),
+                clip_input_ids=ids,
+                clip_attention_mask=mask,
+                clip_text_embeds=emb.numpy().astype(f32),
+            )
             images = rng.uniform(0, 1, (2, 32, 32, 3)).astype(f32)
             pixels = (images - np.asarray(CLIP_MEAN, f32)) / np.asarray(CLIP_STD, f32)
             vision = clip.vision_model(pixel_values=nchw(pixels))
             cls = clip.visual_projection(vision.pooler_output)  # post_layernorm(last_hidden_state[:, 0])
             patches = clip.visual_projection(clip.vision_model.post_layernorm(vision.last_hidden_state[:, 1:]))
-            ref.update(clip_images=images, clip_image_cls=(cls / cls.norm(dim=-1, keepdim=True)).numpy(),
-                       clip_image_patches=patches.numpy())
+            ref.update(
+                clip_images=images,
+                clip_image_cls=(cls / cls.norm(dim=-1, keepdim=True)).numpy(),
+                clip_image_patches=patches.numpy(),
+            )
 
             # T5 encoder, from both classes.
             tok = T5TokenizerFast.from_pretrained(j("t5"))
@@ -189,8 +214,7 @@ def main() -> int:
             hidden = models["t5"].encoder(**args).last_hidden_state
             alone = t5_encoder(**args).last_hidden_state
             assert torch.equal(hidden, alone), "T5EncoderModel and T5ForConditionalGeneration.encoder differ"
-            ref.update(t5_texts=np.array(T5_TEXTS), t5_input_ids=ids, t5_attention_mask=mask,
-                       t5_hidden=hidden.numpy())
+            ref.update(t5_texts=np.array(T5_TEXTS), t5_input_ids=ids, t5_attention_mask=mask, t5_hidden=hidden.numpy())
 
             # DINO ViT CLS.
             images = rng.uniform(0, 1, (2, 32, 32, 3)).astype(f32)
@@ -202,19 +226,25 @@ def main() -> int:
             sample = rng.standard_normal((2, 16, 16, 9)).astype(f32)
             timesteps = np.array([10, 500], np.int32)
             text_states = rng.standard_normal((2, 77, 32)).astype(f32)
-            eps = models["unet"](nchw(sample), torch.from_numpy(timesteps).long(),
-                                 encoder_hidden_states=torch.from_numpy(text_states)).sample
+            eps = models["unet"](
+                nchw(sample), torch.from_numpy(timesteps).long(), encoder_hidden_states=torch.from_numpy(text_states)
+            ).sample
             ref.update(unet_sample=sample, unet_timesteps=timesteps, unet_text=text_states, unet_eps=nhwc(eps))
             vae, sf = models["vae"], f32(models["vae"].config.scaling_factor)
             images = rng.uniform(0, 1, (2, 32, 32, 3)).astype(f32)
             mean = vae.encode(nchw(images * f32(2) - f32(1))).latent_dist.mean * float(sf)
             latents = rng.standard_normal((2, 16, 16, 4)).astype(f32)
             decoded = vae.decode(nchw(latents) / float(sf)).sample
-            ref.update(vae_images=images, vae_latents_mean=nhwc(mean), vae_latents=latents,
-                       vae_decoded=nhwc((decoded / 2 + 0.5).clamp(0, 1)))
+            ref.update(
+                vae_images=images,
+                vae_latents_mean=nhwc(mean),
+                vae_latents=latents,
+                vae_decoded=nhwc((decoded / 2 + 0.5).clamp(0, 1)),
+            )
             tok = CLIPTokenizer.from_pretrained(j("sd_inpaint", "tokenizer"))
-            ids = tok(SD_TEXTS, padding="max_length", max_length=77, truncation=True,
-                      return_tensors="np")["input_ids"].astype(np.int32)
+            ids = tok(SD_TEXTS, padding="max_length", max_length=77, truncation=True, return_tensors="np")[
+                "input_ids"
+            ].astype(np.int32)
             states = models["text_encoder"](input_ids=torch.from_numpy(ids).long()).last_hidden_state
             pipe_states = pipe.encode_prompt(SD_TEXTS, "cpu", 1, False)[0]
             gap = float((states - pipe_states).abs().max())  # the pipeline's text encoder runs sdpa
@@ -225,13 +255,22 @@ def main() -> int:
         ref.update(
             bundle_sha256=np.array(tiny.weights_digest(bundle)),
             manifests=np.array(json.dumps(bundle_manifests, sort_keys=True)),
-            versions=np.array(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
-                                          "diffusers": diffusers.__version__, "tiny_format": tiny.FORMAT,
-                                          "seed": SEED}, sort_keys=True)))
+            versions=np.array(
+                json.dumps(
+                    {
+                        "torch": torch.__version__,
+                        "transformers": transformers.__version__,
+                        "diffusers": diffusers.__version__,
+                        "tiny_format": tiny.FORMAT,
+                        "seed": SEED,
+                    },
+                    sort_keys=True,
+                )
+            ),
+        )
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     np.savez_compressed(OUT, **ref)
-    print(f"wrote {os.path.relpath(OUT)} ({os.path.getsize(OUT) / 1024:.0f} KiB, "
-          f"{time.perf_counter() - start:.1f} s)")
+    print(f"wrote {os.path.relpath(OUT)} ({os.path.getsize(OUT) / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s)")
     return 0
 
 

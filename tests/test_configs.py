@@ -9,8 +9,11 @@ import pytest
 
 from regionedit_jax.configs import common
 
-CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py"))
-                      if os.path.basename(p) not in ("common.py", "__init__.py"))
+CONFIG_FILES = sorted(
+    p
+    for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py"))
+    if os.path.basename(p) not in ("common.py", "__init__.py")
+)
 
 
 def _module(path):
@@ -62,8 +65,18 @@ def test_command_line_override_typo_fails_with_the_key(tmp_path):
 
     root = os.path.join(os.path.dirname(__file__), "..")
     result = subprocess.run(
-        [sys.executable, "launch/benchmark.py", "--config=configs/tiny.py", "--config.global_batch_sise=4",
-         f"--workdir={tmp_path}"], cwd=root, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "launch/benchmark.py",
+            "--config=configs/tiny.py",
+            "--config.global_batch_sise=4",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert 'Did you mean "global_batch_size"' in result.stderr
     assert "towers loaded" not in result.stdout

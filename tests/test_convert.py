@@ -12,23 +12,34 @@ def _shapes(kind):
     if kind == "unet":
         from diffusers import FlaxUNet2DConditionModel
 
-        return jax.eval_shape(FlaxUNet2DConditionModel.from_config(tiny.UNET_CONFIG).init_weights,
-                              jax.random.key(0)), "diffusers"
+        return jax.eval_shape(
+            FlaxUNet2DConditionModel.from_config(tiny.UNET_CONFIG).init_weights, jax.random.key(0)
+        ), "diffusers"
     if kind == "vae":
         from diffusers import FlaxAutoencoderKL
 
-        return jax.eval_shape(FlaxAutoencoderKL.from_config(tiny.VAE_CONFIG).init_weights,
-                              jax.random.key(0)), "diffusers"
-    from transformers import (CLIPConfig, FlaxCLIPModel, FlaxT5ForConditionalGeneration,
-                              FlaxViTModel, T5Config, ViTConfig)
+        return jax.eval_shape(
+            FlaxAutoencoderKL.from_config(tiny.VAE_CONFIG).init_weights, jax.random.key(0)
+        ), "diffusers"
+    from transformers import (
+        CLIPConfig,
+        FlaxCLIPModel,
+        FlaxT5ForConditionalGeneration,
+        FlaxViTModel,
+        T5Config,
+        ViTConfig,
+    )
 
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
     model = {
-        "clip": lambda: FlaxCLIPModel(CLIPConfig(text_config=small, vision_config=dict(
-            small, image_size=32, patch_size=8), projection_dim=16), _do_init=False),
-        "t5": lambda: FlaxT5ForConditionalGeneration(T5Config(
-            vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            tie_word_embeddings=False), _do_init=False),
+        "clip": lambda: FlaxCLIPModel(
+            CLIPConfig(text_config=small, vision_config=dict(small, image_size=32, patch_size=8), projection_dim=16),
+            _do_init=False,
+        ),
+        "t5": lambda: FlaxT5ForConditionalGeneration(
+            T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, tie_word_embeddings=False),
+            _do_init=False,
+        ),
         "vit": lambda: FlaxViTModel(ViTConfig(**small, image_size=32, patch_size=8), _do_init=False),
     }[kind]()
     return model.params_shape_tree, "transformers"
@@ -94,8 +105,7 @@ def test_ignored_keys_and_stripped_prefixes():
     state = convert.flax_to_torch(tiny.random_params(shapes, seed=0), naming=naming)
     prefixed = {f"vit.{k}": v for k, v in state.items()}
     prefixed["classifier.weight"] = np.zeros((2, 32), np.float32)
-    params = convert.torch_to_flax(prefixed, shapes, naming=naming, strip_prefixes=["vit"],
-                                   ignore=[r"^classifier\."])
+    params = convert.torch_to_flax(prefixed, shapes, naming=naming, strip_prefixes=["vit"], ignore=[r"^classifier\."])
     assert traverse_util.flatten_dict(params).keys() == traverse_util.flatten_dict(shapes).keys()
 
 

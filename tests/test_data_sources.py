@@ -38,8 +38,11 @@ def img2dataset_members(first: int, count: int) -> list[tuple[str, bytes]]:
     for n in range(first, first + count):
         key = f"{n:09d}"
         caption = f"a red car number {n}"
-        members += [(f"{key}.jpg", encoded(n * 10)), (f"{key}.txt", caption.encode()),
-                    (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode())]
+        members += [
+            (f"{key}.jpg", encoded(n * 10)),
+            (f"{key}.txt", caption.encode()),
+            (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode()),
+        ]
     return members
 
 
@@ -47,10 +50,14 @@ def img2dataset_members(first: int, count: int) -> list[tuple[str, bytes]]:
 def wds_tar(tmp_path):
     """One good sample, a corrupt jpeg, a missing caption, a non-UTF-8 caption, a png sample."""
     members = img2dataset_members(0, 1) + [
-        ("000000001.jpg", b"\xff\xd8\xff\xe0 not a jpeg"), ("000000001.txt", b"a broken photo"),
-        ("000000002.jpg", encoded(20)), ("000000002.json", b'{"key": "000000002"}'),
-        ("000000003.jpg", encoded(30)), ("000000003.txt", "caf\xe9 au lait".encode("latin-1")),
-        ("000000004.png", encoded(40, fmt="PNG")), ("000000004.txt", b"a green field"),
+        ("000000001.jpg", b"\xff\xd8\xff\xe0 not a jpeg"),
+        ("000000001.txt", b"a broken photo"),
+        ("000000002.jpg", encoded(20)),
+        ("000000002.json", b'{"key": "000000002"}'),
+        ("000000003.jpg", encoded(30)),
+        ("000000003.txt", "caf\xe9 au lait".encode("latin-1")),
+        ("000000004.png", encoded(40, fmt="PNG")),
+        ("000000004.txt", b"a green field"),
     ]
     return write_tar(tmp_path / "00000.tar", members)
 
@@ -73,8 +80,7 @@ def test_webdataset_globs_braces_shards_and_stops(tmp_path):
     keys = [p.key for p in open_source(str(tmp_path / "{00000..00002}.tar"))]
     assert keys == [f"{n:09d}" for n in range(12)]
     assert [p.key for p in open_source(f"webdataset:{tmp_path}/*.tar")] == keys
-    halves = [list(open_source(f"webdataset:{tmp_path}/*.tar", shard_index=i, num_shards=3))
-              for i in range(3)]
+    halves = [list(open_source(f"webdataset:{tmp_path}/*.tar", shard_index=i, num_shards=3)) for i in range(3)]
     assert [p.key for p in halves[1]] == keys[1::3]
     source = open_source(f"webdataset:{tmp_path}/*.tar", shard_index=1, num_shards=2)
     assert source.size() is None
@@ -115,10 +121,13 @@ def test_folder_pairs_images_with_txt_captions(tmp_path):
 def test_jsonl_manifest_rows_missing_files_and_locators(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "one.jpg").write_bytes(encoded(5))
-    rows = [{"image": "img/one.jpg", "caption": "a bowl of fruit"},
-            {"image": "img/gone.jpg", "caption": "a lost photo"},
-            {"id": "cat", "source": "skimage:chelsea", "caption": "a tabby cat"},
-            "not an object", {"caption": "no image"}]
+    rows = [
+        {"image": "img/one.jpg", "caption": "a bowl of fruit"},
+        {"image": "img/gone.jpg", "caption": "a lost photo"},
+        {"id": "cat", "source": "skimage:chelsea", "caption": "a tabby cat"},
+        "not an object",
+        {"caption": "no image"},
+    ]
     lines = [json.dumps(row) for row in rows] + ["{broken"]
     manifest = tmp_path / "pairs.jsonl"
     manifest.write_text("\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n")
@@ -140,6 +149,7 @@ def test_samples_spec_is_the_bundled_set():
 
 # tensorflow-datasets: a real ArrayRecord dataset, prepared without TensorFlow ------------------
 
+
 def make_tfds_dataset(data_dir: str, count: int = 6) -> str:
     """Prepare a tiny tfds dataset ("mini_pairs", ArrayRecord) with an Image and two Text features
     (the default caption is the one named like a caption, though "alt" sorts first).
@@ -153,18 +163,33 @@ def make_tfds_dataset(data_dir: str, count: int = 6) -> str:
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "photo": tfds.features.Image(encoding_format="png"),
-                "caption": tfds.features.Text(), "alt": tfds.features.Text(),
-                "index": tfds.features.Scalar(np.int64)}), disable_shuffling=True)
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "photo": tfds.features.Image(encoding_format="png"),
+                        "caption": tfds.features.Text(),
+                        "alt": tfds.features.Text(),
+                        "index": tfds.features.Scalar(np.int64),
+                    }
+                ),
+                disable_shuffling=True,
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(count), "test": self._generate_examples(2)}
 
         def _generate_examples(self, n):
             for i in range(n):
-                yield i, {"photo": encoded(i * 20, fmt="PNG"), "caption": f"a blue boat {i}",
-                          "alt": f"alt text {i}", "index": i}
+                yield (
+                    i,
+                    {
+                        "photo": encoded(i * 20, fmt="PNG"),
+                        "caption": f"a blue boat {i}",
+                        "alt": f"alt text {i}",
+                        "index": i,
+                    },
+                )
 
     builder = MiniPairs(data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig())
@@ -190,8 +215,9 @@ def test_tfds_by_name_and_by_folder(tfds_dir):
 
 def test_tfds_options_and_sharding(tfds_dir):
     data_dir, _ = tfds_dir
-    source = open_source("tfds:mini_pairs:1.0.0:train", data_dir=data_dir,
-                         caption_field="alt", shard_index=1, num_shards=4)
+    source = open_source(
+        "tfds:mini_pairs:1.0.0:train", data_dir=data_dir, caption_field="alt", shard_index=1, num_shards=4
+    )
     assert source.size() == 2
     assert [p.caption for p in source] == [b"alt text 1", b"alt text 5"]
     with pytest.raises(FileNotFoundError, match="not prepared"):
@@ -202,18 +228,28 @@ def test_tfds_options_and_sharding(tfds_dir):
 
 # Hugging Face datasets: save_to_disk and the hub's parquet layout ------------------------------
 
+
 @pytest.fixture(scope="module")
 def hf_dataset():
     import datasets
 
-    features = datasets.Features({"url": datasets.Value("string"), "image": datasets.Image(),
-                                  "TEXT": datasets.Value("string"),
-                                  "caption_de": datasets.Value("string")})
-    return datasets.Dataset.from_dict({
-        "url": [f"https://example.com/{i}.jpg" for i in range(5)],
-        "image": [{"bytes": encoded(i * 30), "path": None} for i in range(5)],
-        "TEXT": [f"a yellow kite {i}" for i in range(5)],
-        "caption_de": [f"ein gelber Drachen {i}" for i in range(5)]}, features=features)
+    features = datasets.Features(
+        {
+            "url": datasets.Value("string"),
+            "image": datasets.Image(),
+            "TEXT": datasets.Value("string"),
+            "caption_de": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "url": [f"https://example.com/{i}.jpg" for i in range(5)],
+            "image": [{"bytes": encoded(i * 30), "path": None} for i in range(5)],
+            "TEXT": [f"a yellow kite {i}" for i in range(5)],
+            "caption_de": [f"ein gelber Drachen {i}" for i in range(5)],
+        },
+        features=features,
+    )
 
 
 def test_hf_save_to_disk(tmp_path, hf_dataset):
@@ -221,7 +257,8 @@ def test_hf_save_to_disk(tmp_path, hf_dataset):
 
     hf_dataset.save_to_disk(str(tmp_path / "single"))
     datasets.DatasetDict({"train": hf_dataset, "validation": hf_dataset.select([4])}).save_to_disk(
-        str(tmp_path / "dict"))
+        str(tmp_path / "dict")
+    )
     pairs = list(open_source(f"hf:{tmp_path / 'single'}"))
     assert [p.caption for p in pairs] == [f"a yellow kite {i}" for i in range(5)]
     assert pairs[2].image == encoded(60) and pairs[2].origin == "hf:single/train/2"
@@ -232,14 +269,14 @@ def test_hf_save_to_disk(tmp_path, hf_dataset):
 def test_hf_parquet_hub_layout(tmp_path, hf_dataset):
     (tmp_path / "repo" / "data").mkdir(parents=True)
     hf_dataset.to_parquet(str(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet"))
-    hf_dataset.select([0, 1]).to_parquet(
-        str(tmp_path / "repo" / "data" / "test-00000-of-00001.parquet"))
+    hf_dataset.select([0, 1]).to_parquet(str(tmp_path / "repo" / "data" / "test-00000-of-00001.parquet"))
     cache = str(tmp_path / "cache")
-    pairs = list(open_source(f"hf:{tmp_path / 'repo'}", cache_dir=cache, shard_index=0,
-                             num_shards=2))
+    pairs = list(open_source(f"hf:{tmp_path / 'repo'}", cache_dir=cache, shard_index=0, num_shards=2))
     assert [p.key for p in pairs] == ["0", "2", "4"] and pairs[1].image == encoded(60)
     assert [p.caption for p in open_source(f"hf:{tmp_path / 'repo'}:test", cache_dir=cache)] == [
-        "a yellow kite 0", "a yellow kite 1"]
+        "a yellow kite 0",
+        "a yellow kite 1",
+    ]
     with pytest.raises(FileNotFoundError, match="'test', 'train'"):
         open_source(f"hf:{tmp_path / 'repo'}:dev", cache_dir=cache)
     with pytest.raises(ValueError, match="image column"):
@@ -247,6 +284,7 @@ def test_hf_parquet_hub_layout(tmp_path, hf_dataset):
 
 
 # Specs ----------------------------------------------------------------------------------------
+
 
 def test_spec_errors_and_braces(tmp_path):
     with pytest.raises(ValueError, match="webdataset:GLOB"):

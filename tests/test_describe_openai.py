@@ -81,9 +81,7 @@ class ChatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
-                    server.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
-                    )
+                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     reply = server.script.pop(0) if server.script else None
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -99,11 +97,7 @@ class ChatServer:
                     else:
                         self._send(
                             200,
-                            {
-                                "choices": [
-                                    {"message": {"role": "assistant", "content": reply.content}}
-                                ]
-                            },
+                            {"choices": [{"message": {"role": "assistant", "content": reply.content}}]},
                         )
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
@@ -111,9 +105,7 @@ class ChatServer:
                     with server.lock:
                         server.in_flight -= 1
 
-            def _send(
-                self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
+            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 self._send_bytes(status, json.dumps(payload).encode(), headers or {})
 
             def _send_bytes(self, status: int, data: bytes, headers: dict[str, str]) -> None:
@@ -131,9 +123,7 @@ class ChatServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -165,18 +155,13 @@ def client(server: ChatServer, **kwargs: Any) -> OpenAIDescriber:
 
 def test_rewrite_success_and_request_shape(server):
     server.script = [ok({"target_caption": "a  dog on a sofa "})]
-    assert client(server).rewrite(["a cat on a sofa"], ["turn the cat into a dog"]) == [
-        "a dog on a sofa"
-    ]
+    assert client(server).rewrite(["a cat on a sofa"], ["turn the cat into a dog"]) == ["a dog on a sofa"]
     (request,) = server.requests
     body = request["body"]
     assert request["path"] == "/v1/chat/completions"
     assert body["model"] == "text-model"
     assert body["response_format"] == {"type": "json_object"}
-    assert (
-        body["messages"][0]["role"] == "system"
-        and "target_caption" in body["messages"][0]["content"]
-    )
+    assert body["messages"][0]["role"] == "system" and "target_caption" in body["messages"][0]["content"]
     assert "a cat on a sofa" in body["messages"][1]["content"]
     assert "turn the cat into a dog" in body["messages"][1]["content"]
     assert "Authorization" not in request["headers"]
@@ -214,9 +199,7 @@ def test_bad_image_is_rejected_before_any_request(server):
 
 
 def test_write_instructions(server):
-    server.script = [
-        ok({"instruction": "make it winter", "target_caption": "a cat on a sofa in winter"})
-    ]
+    server.script = [ok({"instruction": "make it winter", "target_caption": "a cat on a sofa in winter"})]
     assert client(server).write_instructions(["a cat on a sofa"]) == [
         Edit("make it winter", "a cat on a sofa in winter", "model")
     ]
@@ -248,9 +231,7 @@ def test_always_malformed_raises_describe_error(server):
     assert info.value.reason == "bad_json" and "3 attempts" in str(info.value)
     assert len(server.requests) == 3
     server.script = [ok(["a list"])] * 2 + [ok({"target_caption": 3})] * 2
-    out = client(server, max_retries=1, max_concurrency=1).rewrite(
-        ["a cat", "a dog"], ["x", "y"], on_error="return"
-    )
+    out = client(server, max_retries=1, max_concurrency=1).rewrite(["a cat", "a dog"], ["x", "y"], on_error="return")
     assert [e.reason for e in out] == ["bad_json", "bad_schema"]
 
 
@@ -329,9 +310,7 @@ def test_unreachable_server_names_the_url():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    describer = OpenAIDescriber(
-        base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff=0.01, timeout=1.0
-    )
+    describer = OpenAIDescriber(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff=0.01, timeout=1.0)
     with pytest.raises(BackendError) as info:
         describer.rewrite(["a cat"], ["turn the cat into a dog"])
     assert f"http://127.0.0.1:{port}/v1/chat/completions" in str(info.value)
@@ -349,9 +328,7 @@ def test_cache_answers_without_a_request(server, tmp_path):
     assert len(list(tmp_path.rglob("*.json"))) == 1
     client(server, cache_dir=tmp_path).rewrite(["a cat"], ["turn the cat into a fox"])
     assert len(server.requests) == 2
-    client(server, cache_dir=tmp_path, model="other-model").rewrite(
-        ["a cat"], ["turn the cat into a dog"]
-    )
+    client(server, cache_dir=tmp_path, model="other-model").rewrite(["a cat"], ["turn the cat into a dog"])
     assert len(server.requests) == 3
 
 
@@ -399,9 +376,7 @@ def test_missing_key_variable_is_a_clear_error(monkeypatch):
 
 
 def test_make_builds_the_openai_backend(server):
-    describer = make(
-        {"backend": "openai", "base_url": server.base_url, "model": "m"}, max_retries=0
-    )
+    describer = make({"backend": "openai", "base_url": server.base_url, "model": "m"}, max_retries=0)
     assert isinstance(describer, OpenAIDescriber) and describer.max_retries == 0
     assert describer.rewrite(["a cat"], ["x"]) == ["edited: Source caption: a cat Instruction: x"]
     with pytest.raises(ValueError, match="http"):

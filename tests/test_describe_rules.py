@@ -211,8 +211,12 @@ def test_non_text_inputs(rules):
 
 def test_strict_mode_reports_missing_objects():
     strict = RulesDescriber(strict=True)
-    for instruction in ("turn the pillow into a dog", "remove the pillow", "make the pillow red",
-                        "add a hat to the pillow"):
+    for instruction in (
+        "turn the pillow into a dog",
+        "remove the pillow",
+        "make the pillow red",
+        "add a hat to the pillow",
+    ):
         with pytest.raises(DescribeError) as info:
             strict.rewrite(["a cat on a sofa"], [instruction])
         assert info.value.reason == "not_found"

@@ -53,8 +53,9 @@ def test_user_mask_is_the_region(editor, photo):
 def test_batch_multi_turn_and_captioner(editor, photo):
     results = editor.edit_batch([photo, photo[:, ::-1]], ["make it winter", "add a hat"], seed=3)
     assert len(results) == 2 and all(r.source_caption.startswith("a photo of a ") for r in results)
-    turns = editor.edit_turns(photo, ["turn the cat into a dog", "make the dog red"], seed=1,
-                              source_caption="a cat on a sofa")
+    turns = editor.edit_turns(
+        photo, ["turn the cat into a dog", "make the dog red"], seed=1, source_caption="a cat on a sofa"
+    )
     assert [t.target_caption for t in turns] == ["a dog on a sofa", "a red dog on a sofa"]
     assert turns[1].source_caption == turns[0].target_caption
 
@@ -94,13 +95,16 @@ def test_checkpointed_params_round_trip(editor, tmp_path):
 
 def test_cli_batch_writes_every_picture(editor, photo, tmp_path):
     Image.fromarray(photo).save(tmp_path / "cat.png")
-    lines = [{"image": "cat.png", "instruction": "make it winter", "source_caption": "a cat"},
-             {"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"}]
+    lines = [
+        {"image": "cat.png", "instruction": "make it winter", "source_caption": "a cat"},
+        {"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"},
+    ]
     (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     rows = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
     edit_cli.validate(rows)
-    folders = edit_cli.run(editor, rows, str(tmp_path / "out"), seed=0, num_steps=None, guidance_scale=None,
-                           threshold=None, progress=False)
+    folders = edit_cli.run(
+        editor, rows, str(tmp_path / "out"), seed=0, num_steps=None, guidance_scale=None, threshold=None, progress=False
+    )
     assert len(folders) == 2
     for folder in folders:
         assert sorted(os.listdir(folder)) == ["edited.png", "mask.png", "overlay.png", "result.json"]
@@ -109,17 +113,25 @@ def test_cli_batch_writes_every_picture(editor, photo, tmp_path):
         assert Image.open(os.path.join(folder, "overlay.png")).size == (160, 120)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--image", "missing.png", "--instruction", "add a hat"], "does not exist"),
-    (["--image", "corrupt.png", "--instruction", "add a hat"], "cannot be decoded"),
-    (["--image", "cat.png", "--instruction", ""], "instruction is empty"),
-    ([], "give --image and --instruction"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image", "missing.png", "--instruction", "add a hat"], "does not exist"),
+        (["--image", "corrupt.png", "--instruction", "add a hat"], "cannot be decoded"),
+        (["--image", "cat.png", "--instruction", ""], "instruction is empty"),
+        ([], "give --image and --instruction"),
+    ],
+)
 def test_cli_errors_exit_cleanly_before_loading_models(tmp_path, photo, args, message):
     Image.fromarray(photo).save(tmp_path / "cat.png")
     (tmp_path / "corrupt.png").write_bytes((tmp_path / "cat.png").read_bytes()[:400])
     args = [a if not a.endswith(".png") else str(tmp_path / a) for a in args]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "edit.py"), *args,
-                             f"--out={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "edit.py"), *args, f"--out={tmp_path / 'out'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr

@@ -27,8 +27,11 @@ EMU_ROWS = [  # idx, task, instruction, input caption, output caption
     (55, "background", "make the sky blue", "a cat", "a cat under a blue sky"),
 ]
 # MagicBrush sessions (img_id -> instructions by turn), listed out of order in the table.
-MB_SESSIONS = {"327726": ["turn the cat into a dog", "make the dog red", "asdf qwer zxcv"],
-               "100": ["add a hat"], "42": ["make it winter", "turn the car into a bus"]}
+MB_SESSIONS = {
+    "327726": ["turn the cat into a dog", "make the dog red", "asdf qwer zxcv"],
+    "100": ["add a hat"],
+    "42": ["make it winter", "turn the car into a bus"],
+}
 MB_ORDER = [("327726", 2), ("100", 1), ("327726", 1), ("42", 1), ("327726", 3), ("42", 2)]
 
 
@@ -44,7 +47,7 @@ def _photo(k: int) -> np.ndarray:
 def _edit(image: np.ndarray, k: int) -> np.ndarray:
     """A stand-in ground-truth edit: a coloured box."""
     out = image.copy()
-    out[5 + k:20 + k, 8:30] = (40 * k % 256, 200, 90)
+    out[5 + k : 20 + k, 8:30] = (40 * k % 256, 200, 90)
     return out
 
 
@@ -60,20 +63,36 @@ def _write(rows: dict, features: dict, folder: str, layout: str) -> str:
     return folder
 
 
-def emu_copy(folder: str, layout: str = "parquet", rows=EMU_ROWS, drop: str | None = None,
-             broken: int | None = None) -> str:
+def emu_copy(
+    folder: str, layout: str = "parquet", rows=EMU_ROWS, drop: str | None = None, broken: int | None = None
+) -> str:
     """A tiny Emu Edit test split in the hub schema (``broken``: that row's image bytes are garbage)."""
     import datasets
 
     s, v = datasets.Value("string"), datasets.Value
-    table = {"instruction": [r[2] for r in rows],
-             "image": [{"bytes": b"not a png", "path": None} if r[0] == broken else Image.fromarray(_photo(k))
-                       for k, r in enumerate(rows)],
-             "task": [r[1] for r in rows], "split": ["test"] * len(rows), "idx": [r[0] for r in rows],
-             "hash": [f"h{r[0]}" for r in rows], "input_caption": [r[3] for r in rows],
-             "output_caption": [r[4] for r in rows]}
-    features = {"instruction": s, "image": datasets.Image(), "task": s, "split": s, "idx": v("int64"),
-                "hash": s, "input_caption": s, "output_caption": s}
+    table = {
+        "instruction": [r[2] for r in rows],
+        "image": [
+            {"bytes": b"not a png", "path": None} if r[0] == broken else Image.fromarray(_photo(k))
+            for k, r in enumerate(rows)
+        ],
+        "task": [r[1] for r in rows],
+        "split": ["test"] * len(rows),
+        "idx": [r[0] for r in rows],
+        "hash": [f"h{r[0]}" for r in rows],
+        "input_caption": [r[3] for r in rows],
+        "output_caption": [r[4] for r in rows],
+    }
+    features = {
+        "instruction": s,
+        "image": datasets.Image(),
+        "task": s,
+        "split": s,
+        "idx": v("int64"),
+        "hash": s,
+        "input_caption": s,
+        "output_caption": s,
+    }
     if drop:
         del table[drop], features[drop]
     return _write(table, features, folder, layout)
@@ -93,14 +112,22 @@ def mb_copy(folder: str, layout: str = "save_to_disk", order=MB_ORDER) -> str:
 
     mask = np.zeros(SIZE, np.uint8)
     mask[5:25, 8:30] = 255
-    table = {"img_id": [i for i, _ in order], "turn_index": [t for _, t in order],
-             "source_img": [Image.fromarray(mb_truth(i, t - 1)) for i, t in order],
-             "mask_img": [Image.fromarray(mask)] * len(order),
-             "instruction": [MB_SESSIONS[i][t - 1] for i, t in order],
-             "target_img": [Image.fromarray(mb_truth(i, t)) for i, t in order]}
-    features = {"img_id": datasets.Value("string"), "turn_index": datasets.Value("int32"),
-                "source_img": datasets.Image(), "mask_img": datasets.Image(),
-                "instruction": datasets.Value("string"), "target_img": datasets.Image()}
+    table = {
+        "img_id": [i for i, _ in order],
+        "turn_index": [t for _, t in order],
+        "source_img": [Image.fromarray(mb_truth(i, t - 1)) for i, t in order],
+        "mask_img": [Image.fromarray(mask)] * len(order),
+        "instruction": [MB_SESSIONS[i][t - 1] for i, t in order],
+        "target_img": [Image.fromarray(mb_truth(i, t)) for i, t in order],
+    }
+    features = {
+        "img_id": datasets.Value("string"),
+        "turn_index": datasets.Value("int32"),
+        "source_img": datasets.Image(),
+        "mask_img": datasets.Image(),
+        "instruction": datasets.Value("string"),
+        "target_img": datasets.Image(),
+    }
     return _write(table, features, folder, layout)
 
 
@@ -120,13 +147,25 @@ def mb_dir(tmp_path_factory):
 
 
 def _emu(metric_towers, dataset, tiny_bundle, **options):
-    return evaluators.build("emu_edit", {"type": "emu_edit", "dataset": dataset, "batch_size": BATCH,
-                                         "clip": os.path.join(tiny_bundle, "clip"), **options}, metric_towers)
+    return evaluators.build(
+        "emu_edit",
+        {
+            "type": "emu_edit",
+            "dataset": dataset,
+            "batch_size": BATCH,
+            "clip": os.path.join(tiny_bundle, "clip"),
+            **options,
+        },
+        metric_towers,
+    )
 
 
 def _mb(metric_towers, dataset, protocol, **options):
-    return evaluators.build(f"mb_{protocol}", {"type": "magicbrush", "dataset": dataset, "protocol": protocol,
-                                               "batch_size": BATCH, **options}, metric_towers)
+    return evaluators.build(
+        f"mb_{protocol}",
+        {"type": "magicbrush", "dataset": dataset, "protocol": protocol, "batch_size": BATCH, **options},
+        metric_towers,
+    )
 
 
 def test_emu_edit_end_to_end_and_resume(editor, metric_towers, emu_dir, tiny_bundle, tmp_path):
@@ -215,8 +254,9 @@ def test_magicbrush_both_protocols(editor, metric_towers, mb_dir, tmp_path):
     final = np.asarray(Image.open(tmp_path / "m" / "rows" / "327726_3.png"))
     np.testing.assert_array_equal(final[~final_mask], turn2[~final_mask])  # turn 3 edited our turn-2 output
     assert sorted(os.listdir(tmp_path / "m" / "rows")).count("42_2.turn1.png") == 1
-    assert _mb(metric_towers, mb_dir, "multi").evaluate(editor, workdir=str(tmp_path / "m")).info[
-        "rows_computed_now"] == 0
+    assert (
+        _mb(metric_towers, mb_dir, "multi").evaluate(editor, workdir=str(tmp_path / "m")).info["rows_computed_now"] == 0
+    )
     report.write(str(tmp_path / "m"), multi)
     md = open(tmp_path / "m" / "results.md").read()
     assert "MagicBrush test (multi-turn)" in md and "| 0.0972 | 0.0332 | 0.8985 | 0.7962 |" in md
@@ -280,8 +320,14 @@ def test_launcher_scores_a_predictions_folder(tiny_bundle, emu_dir, tmp_path):
     for k, row in enumerate(EMU_ROWS):
         Image.fromarray(_edit(_photo(k), k)).save(preds / f"{row[0]}.png")
     config = f"configs/eval_emu.py:bundle={tiny_bundle},dataset={emu_dir},batch_size={BATCH}"
-    args = [sys.executable, "launch/evaluate.py", f"--config={config}", f"--workdir={tmp_path / 'out'}",
-            f"--predictions={preds}", "--limit=4"]
+    args = [
+        sys.executable,
+        "launch/evaluate.py",
+        f"--config={config}",
+        f"--workdir={tmp_path / 'out'}",
+        f"--predictions={preds}",
+        "--limit=4",
+    ]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "emu_edit: 4 rows: CLIPdir" in done.stdout
@@ -289,8 +335,13 @@ def test_launcher_scores_a_predictions_folder(tiny_bundle, emu_dir, tmp_path):
     assert summary["emu_edit"]["rows"] == 4 and summary["emu_edit"]["info"]["system"] == "predictions"
     for name in ("results.md", "results.json", "examples.png", "rows/104.json"):
         assert os.path.isfile(tmp_path / "out" / "emu_edit" / name)
-    bad = subprocess.run(args[:3] + [f"--workdir={tmp_path / 'x'}", f"--predictions={tmp_path / 'none'}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        args[:3] + [f"--workdir={tmp_path / 'x'}", f"--predictions={tmp_path / 'none'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "predictions folder" in bad.stderr and "does not exist" in bad.stderr
 
 

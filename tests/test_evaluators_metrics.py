@@ -35,8 +35,9 @@ def test_pure_functions_match_numpy():
     rng = np.random.default_rng(0)
     e_src, e_edit, t_in, t_out = (rng.normal(size=(5, 7)).astype(np.float32) for _ in range(4))
     np.testing.assert_allclose(metrics.cosine(e_src, e_edit), _np_cos(e_src, e_edit), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(metrics.clip_direction(e_src, e_edit, t_in, t_out),
-                               _np_cos(e_edit - e_src, t_out - t_in), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        metrics.clip_direction(e_src, e_edit, t_in, t_out), _np_cos(e_edit - e_src, t_out - t_in), rtol=1e-5, atol=1e-6
+    )
     a, b = (rng.integers(0, 256, size=(3, 6, 5, 3), dtype=np.uint8) for _ in range(2))
     l1, l2 = metrics.pixel_distances(a, b)
     diff = a.astype(np.float64) / 255 - b.astype(np.float64) / 255
@@ -103,7 +104,7 @@ def test_registry_validates_type_and_options():
     assert isinstance(built, evaluators.MagicBrush) and built.options["protocol"] == "multi"
     assert built.options["clip"] == "openai/clip-vit-base-patch32"  # MagicBrush's CLIP-I convention
     assert evaluators.build("e", {"type": "emu_edit"}).options["clip"] == "openai/clip-vit-large-patch14"
-    with pytest.raises(ValueError, match=r"config.evals.x.type must be one of \['emu_edit', 'magicbrush'\]"):
+    with pytest.raises(ValueError, match=r"config.evals.x.type must be one of \['emu_edit', 'magicbrush', 'shapes'\]"):
         evaluators.build("x", {"type": "emu"})
     with pytest.raises(ValueError, match="unknown option 'batchsize' for type 'emu_edit'"):
         evaluators.build("x", {"type": "emu_edit", "batchsize": 2})

@@ -81,7 +81,7 @@ def test_every_kind_and_method_and_the_truth_bound(evaluated):
         assert record["scores"]["truth"]["iou"] == 1.0
         whole = record["scores"]["whole"]
         assert whole["mask_area"] == 1.0
-        np.testing.assert_allclose(whole["iou"], edit.truth.sum((1, 2)).max() / 64 ** 2)
+        np.testing.assert_allclose(whole["iou"], edit.truth.sum((1, 2)).max() / 64**2)
         assert record["scores"]["clip_patches"]["mask_area"] > 0
         # The method's saved edit keeps the source outside its region.
         edited = np.asarray(Image.open(os.path.join(workdir, "rows", f"{i:05d}.png")))
@@ -89,8 +89,7 @@ def test_every_kind_and_method_and_the_truth_bound(evaluated):
         np.testing.assert_array_equal(edited[~mask], shapes.source_image(edit, i, scenes.WorldConfig())[~mask])
         np.testing.assert_allclose(record["scores"]["ours"]["iou"], edits.score_iou(mask, edit))
     assert values["truth"]["overall"]["iou"] == 1.0
-    np.testing.assert_allclose(values["truth"]["overall"]["mask_area"],
-                               np.mean([e.truth[0].mean() for e in test]))
+    np.testing.assert_allclose(values["truth"]["overall"]["mask_area"], np.mean([e.truth[0].mean() for e in test]))
     assert values["whole"]["global"]["iou"] == 1.0 and values["whole"]["style"]["iou"] == 1.0
 
 
@@ -101,8 +100,9 @@ def test_sources_match_the_training_records(world_editor):
 
     pair = list(ShapesSource(3, "test"))[2]
     edit = edits.example("test", 2)
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(pair.image))),
-                                  shapes.source_image(edit, 2, shapes.world_of(world_editor)))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(pair.image))), shapes.source_image(edit, 2, shapes.world_of(world_editor))
+    )
 
 
 def test_a_repeat_run_reads_the_row_cache(evaluated, world_editor, metric_towers, tiny_bundle):
@@ -158,12 +158,17 @@ def test_markdown_and_examples(evaluated):
     assert "CLIP patches: the instruction's object phrase" in md and "'comparison'" not in md
     assert len(result.examples) == 2 * len(edits.KINDS)
     assert [label for label, _ in result.examples[0].panels] == [
-        "source", "true mask", "probability", "predicted mask", "edited"]
+        "source",
+        "true mask",
+        "probability",
+        "predicted mask",
+        "edited",
+    ]
     picture = Image.open(os.path.join(workdir, "examples.png"))
     assert picture.width == 5 * report.PANEL + 6 * 4 and picture.height > 14 * report.PANEL
 
 
-CONFIG = '''
+CONFIG = """
 import ml_collections
 from regionedit_jax.configs import tiny
 
@@ -180,14 +185,20 @@ def get_config():
         baselines=True)))
     config.lock()
     return config
-'''
+"""
 
 
 def test_launcher_runs_it_from_a_config(tiny_bundle, tmp_path):
     path = tmp_path / "shapes_config.py"
     path.write_text(CONFIG.format(bundle=tiny_bundle, world=WORLD, n=N, batch=BATCH))
-    args = [sys.executable, "launch/evaluate.py", f"--config={path}", f"--workdir={tmp_path / 'out'}",
-            "--limit=7", "--config.evals.shapes.baselines=False"]
+    args = [
+        sys.executable,
+        "launch/evaluate.py",
+        f"--config={path}",
+        f"--workdir={tmp_path / 'out'}",
+        "--limit=7",
+        "--config.evals.shapes.baselines=False",
+    ]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "shapes: 7 rows: IoU" in done.stdout

@@ -7,7 +7,8 @@ import os
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from regionedit_jax.data import pipeline, records
@@ -23,11 +24,16 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
-def _record(i: int, image: bytes, caption: str | None = None, instruction: str | None = None,
-            target: str | None = None) -> records.Record:
-    return records.Record(id=f"r{i}", image=image, caption=f"photo number {i}" if caption is None else caption,
-                          instruction=f"make it {i} times brighter" if instruction is None else instruction,
-                          target_caption=f"bright photo number {i}" if target is None else target)
+def _record(
+    i: int, image: bytes, caption: str | None = None, instruction: str | None = None, target: str | None = None
+) -> records.Record:
+    return records.Record(
+        id=f"r{i}",
+        image=image,
+        caption=f"photo number {i}" if caption is None else caption,
+        instruction=f"make it {i} times brighter" if instruction is None else instruction,
+        target_caption=f"bright photo number {i}" if target is None else target,
+    )
 
 
 def _palette_png() -> bytes:
@@ -65,8 +71,7 @@ def data_dir(tmp_path_factory) -> str:
     """Two shards: GOOD RGB JPEGs, one image per mode, and the bad records of EXPECTED_SKIPS."""
     out = str(tmp_path_factory.mktemp("shards"))
     rng = np.random.default_rng(0)
-    good = [_record(i, records.encode_image(rng.integers(0, 256, (20 + i % 5, 24, 3), np.uint8)))
-            for i in range(GOOD)]
+    good = [_record(i, records.encode_image(rng.integers(0, 256, (20 + i % 5, 24, 3), np.uint8))) for i in range(GOOD)]
     modes = [_record(100 + i, data) for i, (data, _) in enumerate(_mode_images().values())]
     jpeg = records.encode_image(rng.integers(0, 256, (40, 40, 3), np.uint8))
     bad = [
@@ -82,7 +87,7 @@ def data_dir(tmp_path_factory) -> str:
         for r in good[: GOOD // 2] + bad:
             w.write(r)
     with records.ShardWriter(records.shard_name(out, "t", 1, 2)) as w:
-        for r in good[GOOD // 2:] + modes:
+        for r in good[GOOD // 2 :] + modes:
             w.write(r)
     # Records that fail records.decode: garbage bytes and a wrong schema version.
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -98,13 +103,23 @@ def data_dir(tmp_path_factory) -> str:
 def tokenizers(tiny_bundle):
     from transformers import CLIPTokenizerFast, T5TokenizerFast
 
-    return {"clip_tokenizer": CLIPTokenizerFast.from_pretrained(os.path.join(tiny_bundle, "clip")),
-            "t5_tokenizer": T5TokenizerFast.from_pretrained(os.path.join(tiny_bundle, "t5"))}
+    return {
+        "clip_tokenizer": CLIPTokenizerFast.from_pretrained(os.path.join(tiny_bundle, "clip")),
+        "t5_tokenizer": T5TokenizerFast.from_pretrained(os.path.join(tiny_bundle, "t5")),
+    }
 
 
 def _dataset(data_dir, tokenizers, **kwargs):
-    args = dict(image_size=SIZE, global_batch_size=4, seed=0, min_side=8, t5_max_length=12,
-                process_index=0, process_count=1, read_threads=2)
+    args = dict(
+        image_size=SIZE,
+        global_batch_size=4,
+        seed=0,
+        min_side=8,
+        t5_max_length=12,
+        process_index=0,
+        process_count=1,
+        read_threads=2,
+    )
     return pipeline.make_dataset(data_dir, **tokenizers, **{**args, **kwargs})
 
 

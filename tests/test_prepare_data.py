@@ -20,8 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(source: str, out, **kw) -> dict:
-    return annotate.annotate(Settings(source=source, out=str(out), **kw), workers=2,
-                             progress=False)
+    return annotate.annotate(Settings(source=source, out=str(out), **kw), workers=2, progress=False)
 
 
 def read_records(out) -> list[records.Record]:
@@ -59,18 +58,29 @@ def corrupt_members() -> list[tuple[str, bytes]]:
     good = encoded(9, (64, 48))
     truncated = encoded(50, (300, 200))
     members = img2dataset_members(0, 3) + [
-        ("bad_bytes.jpg", b"\xff\xd8\xff\xe0 garbage"), ("bad_bytes.txt", b"a broken photo"),
-        ("cut.jpg", truncated[: len(truncated) // 2]), ("cut.txt", b"a cut-off photo"),
-        ("empty.jpg", b""), ("empty.txt", b"an empty file"),
-        ("strip.jpg", encoded(9, (400, 40))), ("strip.txt", b"a very wide strip"),
-        ("tiny.jpg", encoded(9, (20, 60))), ("tiny.txt", b"a tiny thumbnail"),
-        ("nocap.jpg", good), ("nocap.json", b'{"key": "nocap"}'),
-        ("latin.jpg", good), ("latin.txt", "caf\xe9 cr\xe8me".encode("latin-1")),
-        ("blank.jpg", good), ("blank.txt", b"  \n\t "),
-        ("filename.jpg", good), ("filename.txt", b"IMG_2031.JPG"),
-        ("short.jpg", good), ("short.txt", b"dog"),
+        ("bad_bytes.jpg", b"\xff\xd8\xff\xe0 garbage"),
+        ("bad_bytes.txt", b"a broken photo"),
+        ("cut.jpg", truncated[: len(truncated) // 2]),
+        ("cut.txt", b"a cut-off photo"),
+        ("empty.jpg", b""),
+        ("empty.txt", b"an empty file"),
+        ("strip.jpg", encoded(9, (400, 40))),
+        ("strip.txt", b"a very wide strip"),
+        ("tiny.jpg", encoded(9, (20, 60))),
+        ("tiny.txt", b"a tiny thumbnail"),
+        ("nocap.jpg", good),
+        ("nocap.json", b'{"key": "nocap"}'),
+        ("latin.jpg", good),
+        ("latin.txt", "caf\xe9 cr\xe8me".encode("latin-1")),
+        ("blank.jpg", good),
+        ("blank.txt", b"  \n\t "),
+        ("filename.jpg", good),
+        ("filename.txt", b"IMG_2031.JPG"),
+        ("short.jpg", good),
+        ("short.txt", b"dog"),
         ("noimage.txt", b"a caption without a photo"),
-        ("spaced.jpg", good), ("spaced.txt", b"  a  small\nbrown   dog on a red sofa "),
+        ("spaced.jpg", good),
+        ("spaced.txt", b"  a  small\nbrown   dog on a red sofa "),
     ]
     return members
 
@@ -80,9 +90,18 @@ def test_corrupt_data_counts_every_reject(tmp_path):
     manifest = run(f"webdataset:{tar}", tmp_path / "out", records_per_shard=100)
     totals = manifest["totals"]
     assert totals["rejects"] == {
-        "corrupt_image": 1, "describe:garbled": 1, "describe:too_short": 1, "empty_caption": 1,
-        "extreme_aspect": 1, "missing_caption": 1, "missing_image": 1, "non_utf8_caption": 1,
-        "too_small": 1, "truncated_image": 1, "zero_size": 1}
+        "corrupt_image": 1,
+        "describe:garbled": 1,
+        "describe:too_short": 1,
+        "empty_caption": 1,
+        "extreme_aspect": 1,
+        "missing_caption": 1,
+        "missing_image": 1,
+        "non_utf8_caption": 1,
+        "too_small": 1,
+        "truncated_image": 1,
+        "zero_size": 1,
+    }
     assert totals["examples"]["truncated_image"] == ["cut"]
     assert totals["records"] == 4 and totals["inputs"] == 15
     got = read_records(tmp_path / "out")
@@ -120,8 +139,11 @@ def test_two_processes_cover_the_data_disjointly(tmp_path):
         annotate.merge(str(tmp_path / "split"))
     run(spec, tmp_path / "split", records_per_shard=3, shard_index=0, num_shards=2)
     assert sorted(shard_bytes(tmp_path / "split")) == [
-        "part-00000-00000.array_record", "part-00000-00001.array_record",
-        "part-00001-00000.array_record", "part-00001-00001.array_record"]
+        "part-00000-00000.array_record",
+        "part-00000-00001.array_record",
+        "part-00001-00000.array_record",
+        "part-00001-00001.array_record",
+    ]
     whole = {r.id: r for r in read_records(tmp_path / "whole")}
     split = read_records(tmp_path / "split")
     assert len(split) == len(whole) == 9 and {r.id for r in split} == set(whole)
@@ -138,9 +160,20 @@ def test_launcher_folder_with_limit(tmp_path):
         (pics / f"{n}.txt").write_text(f"a white horse in a field number {n}")
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "launch", "prepare_data.py"), f"--source=folder:{pics}",
-         f"--out={out}", "--limit=3", "--max_side=64", "--noprogress"],
-        capture_output=True, text=True, check=False, cwd=REPO)
+        [
+            sys.executable,
+            os.path.join(REPO, "launch", "prepare_data.py"),
+            f"--source=folder:{pics}",
+            f"--out={out}",
+            "--limit=3",
+            "--max_side=64",
+            "--noprogress",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 records, 0 rejected" in result.stdout
     assert [r.source for r in read_records(out)] == [f"folder:pics/{n}" for n in range(3)]

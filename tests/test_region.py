@@ -81,7 +81,7 @@ def test_projector_pools_to_clip_dim():
 
 def test_straight_through_forward_is_hard_and_backward_is_soft():
     probs = jnp.array([[0.2, 0.7], [0.5, 0.9]])
-    st = lambda p: region.straight_through(region.hard_mask(p, 0.5), p)  # noqa: E731
+    st = lambda p: region.straight_through(region.hard_mask(p, 0.5), p)
     np.testing.assert_array_equal(st(probs), [[0, 1], [0, 1]])
     weights = jnp.array([[1.0, -2.0], [3.0, 0.5]])
     grad = jax.grad(lambda p: jnp.sum(st(p) * weights))(probs)

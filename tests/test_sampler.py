@@ -30,8 +30,7 @@ def plain(sd_tower):
 @pytest.fixture(scope="module")
 def jitted(sd_tower):
     """The tower's pure functions, compiled once for the references."""
-    return {name: jax.jit(getattr(sd_tower, name))
-            for name in ("vae_encode", "vae_decode", "encode_text", "unet")}
+    return {name: jax.jit(getattr(sd_tower, name)) for name in ("vae_encode", "vae_decode", "encode_text", "unet")}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +56,16 @@ def test_zero_mask_with_blend_gives_the_vae_reconstruction(sd_tower, sampler, ji
 
 def test_rng_determinism(sd_tower, sampler, inputs):
     images, masks, ids, _ = inputs
-    run = lambda seed: np.asarray(sampler(sd_tower.params, images, masks, ids,  # noqa: E731
-                                          jax.random.key(seed), W))
+    run = lambda seed: np.asarray(
+        sampler(
+            sd_tower.params,
+            images,
+            masks,
+            ids,
+            jax.random.key(seed),
+            W,
+        )
+    )
     a, b, c = run(1), run(1), run(2)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
@@ -110,11 +117,18 @@ def test_matches_the_diffusers_flax_pipeline(sd_tower, tiny_bundle, plain, input
     folder = os.path.join(tiny_bundle, "sd_inpaint")
     with open(os.path.join(folder, "scheduler", "scheduler_config.json")) as f:
         scheduler = FlaxDDIMScheduler.from_config(json.load(f))
-    text_encoder = FlaxCLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(folder, "text_encoder")),
-                                     _do_init=False)
+    text_encoder = FlaxCLIPTextModel(
+        CLIPTextConfig.from_pretrained(os.path.join(folder, "text_encoder")), _do_init=False
+    )
     pipe = FlaxStableDiffusionInpaintPipeline(
-        vae=sd_tower.vae_module, text_encoder=text_encoder, tokenizer=sd_tower.tokenizer,
-        unet=sd_tower.unet_module, scheduler=scheduler, safety_checker=None, feature_extractor=None)
+        vae=sd_tower.vae_module,
+        text_encoder=text_encoder,
+        tokenizer=sd_tower.tokenizer,
+        unet=sd_tower.unet_module,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+    )
     params = {**sd_tower.params, "scheduler": scheduler.create_state()}
     monkeypatch.setattr(vae_flax.FlaxDiagonalGaussianDistribution, "sample", lambda self, key: self.mean)
 
@@ -122,9 +136,19 @@ def test_matches_the_diffusers_flax_pipeline(sd_tower, tiny_bundle, plain, input
     mask_nchw = jnp.asarray(masks.transpose(0, 3, 1, 2))
     masked_nchw = jnp.asarray((images * 2 - 1).transpose(0, 3, 1, 2)) * (mask_nchw < 0.5)
     with nn.intercept_methods(sd_inpaint._exact_geglu):
-        ref = pipe(jnp.asarray(ids), mask_nchw, masked_nchw, params, jax.random.key(0),
-                   num_inference_steps=STEPS, height=SIZE, width=SIZE, guidance_scale=jnp.float32(W),
-                   latents=jnp.asarray(z_t.transpose(0, 3, 1, 2)), jit=False).images
+        ref = pipe(
+            jnp.asarray(ids),
+            mask_nchw,
+            masked_nchw,
+            params,
+            jax.random.key(0),
+            num_inference_steps=STEPS,
+            height=SIZE,
+            width=SIZE,
+            guidance_scale=jnp.float32(W),
+            latents=jnp.asarray(z_t.transpose(0, 3, 1, 2)),
+            jit=False,
+        ).images
     out = plain(sd_tower.params, images, masks, ids, jax.random.key(0), W, init_latents=z_t)
     diff = float(np.abs(np.asarray(out) - np.asarray(ref)).max())
     print(f"max |sampler - diffusers pipeline| = {diff:.3g}")
@@ -150,8 +174,7 @@ def test_ddim_update_matches_diffusers(prediction_type, set_alpha_to_one):
 
     from regionedit_jax.towers import tiny
 
-    config = {**tiny.SCHEDULER_CONFIG, "prediction_type": prediction_type,
-              "set_alpha_to_one": set_alpha_to_one}
+    config = {**tiny.SCHEDULER_CONFIG, "prediction_type": prediction_type, "set_alpha_to_one": set_alpha_to_one}
     scheduler = FlaxDDIMScheduler.from_config(config)
     state = scheduler.set_timesteps(scheduler.create_state(), num_inference_steps=4)
     table = ddim_schedule(sd_inpaint.NoiseSchedule.from_config(config), 4)

@@ -90,9 +90,7 @@ def test_bad_locators(source: str, error: type[Exception], message: str) -> None
         ("skimage", "skimage:chelsea", "pip install scikit-image"),
     ],
 )
-def test_missing_package(
-    monkeypatch: pytest.MonkeyPatch, module: str, source: str, hint: str
-) -> None:
+def test_missing_package(monkeypatch: pytest.MonkeyPatch, module: str, source: str, hint: str) -> None:
     for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ModuleNotFoundError, match=hint):
@@ -118,8 +116,7 @@ def _write_manifest(folder: Path, rows: list[dict]) -> Path:
 
 def _row(sample_id: str, source: str) -> dict:
     edits = [{"instruction": f"edit {i}", "target_caption": f"after {i}"} for i in range(3)]
-    return {"id": sample_id, "source": source, "caption": "a photo",
-            "instructions": edits, "license": "CC0"}
+    return {"id": sample_id, "source": source, "caption": "a photo", "instructions": edits, "license": "CC0"}
 
 
 def test_file_paths_resolve_from_the_manifest(tmp_path: Path) -> None:
@@ -155,11 +152,12 @@ def test_default_manifest_is_the_package_data_one() -> None:
     ("rows", "message"),
     [
         ([_row("a", "skimage:chelsea"), _row("a", "skimage:coffee")], "duplicate id 'a'"),
-        ([{k: v for k, v in _row("a", "skimage:chelsea").items() if k != "caption"}],
-         r"missing keys \['caption'\]"),
+        ([{k: v for k, v in _row("a", "skimage:chelsea").items() if k != "caption"}], r"missing keys \['caption'\]"),
         ([{**_row("a", "skimage:chelsea"), "instructions": "edit it"}], "must be a list"),
-        ([{**_row("a", "skimage:chelsea"), "instructions": [{"instruction": "x"}]}],
-         r"missing keys \['target_caption'\]"),
+        (
+            [{**_row("a", "skimage:chelsea"), "instructions": [{"instruction": "x"}]}],
+            r"missing keys \['target_caption'\]",
+        ),
     ],
 )
 def test_bad_manifest_rows(tmp_path: Path, rows: list[dict], message: str) -> None:

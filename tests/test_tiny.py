@@ -8,17 +8,30 @@ import pytest
 from regionedit_jax.towers import tiny
 
 
-
 def test_layout_is_the_hugging_face_one(tiny_bundle):
     expected = {
-        "clip": ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
-                 "preprocessor_config.json"],
+        "clip": [
+            "config.json",
+            "model.safetensors",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer.json",
+            "preprocessor_config.json",
+        ],
         "t5": ["config.json", "model.safetensors", "spiece.model", "tokenizer.json"],
         "dino": ["config.json", "model.safetensors", "preprocessor_config.json"],
-        "sd_inpaint": ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                       "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
-                       "text_encoder/config.json", "text_encoder/model.safetensors",
-                       "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"],
+        "sd_inpaint": [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "scheduler/scheduler_config.json",
+        ],
     }
     for tower, names in expected.items():
         for name in names:
@@ -26,7 +39,8 @@ def test_layout_is_the_hugging_face_one(tiny_bundle):
     index = json.load(open(os.path.join(tiny_bundle, "sd_inpaint", "model_index.json")))
     assert index["_class_name"] == "StableDiffusionInpaintPipeline"
     assert json.load(open(os.path.join(tiny_bundle, "t5", "config.json")))["architectures"] == [
-        "T5ForConditionalGeneration"]
+        "T5ForConditionalGeneration"
+    ]
 
 
 def test_deterministic_for_a_seed_and_kept_when_complete(tiny_bundle, tmp_path):

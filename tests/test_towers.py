@@ -44,8 +44,11 @@ def test_image_boundary_conversions_give_the_same_features(clip_tower, clip_imag
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
     np.testing.assert_allclose(clip_image_fn(clip_tower.params, rgba).cls, reference, atol=1e-6)
     gray = rgb[..., :1]
-    np.testing.assert_allclose(clip_image_fn(clip_tower.params, gray).cls,
-                               clip_image_fn(clip_tower.params, np.repeat(gray, 3, -1)).cls, atol=1e-6)
+    np.testing.assert_allclose(
+        clip_image_fn(clip_tower.params, gray).cls,
+        clip_image_fn(clip_tower.params, np.repeat(gray, 3, -1)).cls,
+        atol=1e-6,
+    )
 
 
 def test_bad_images_are_refused_clearly(clip_tower):
@@ -59,7 +62,7 @@ def test_bad_images_are_refused_clearly(clip_tower):
 
 def test_gradient_reaches_the_pixels(clip_tower):
     text = clip_tower.embed_texts(["a red apple"])
-    loss = lambda x: 1 - jnp.sum(clip_tower.encode_image(clip_tower.params, x).cls * text)  # noqa: E731
+    loss = lambda x: 1 - jnp.sum(clip_tower.encode_image(clip_tower.params, x).cls * text)
     grad = jax.jit(jax.grad(loss))(_photo(37, 45))
     assert grad.shape == (37, 45, 3) and bool(jnp.all(jnp.isfinite(grad)))
     assert float(jnp.abs(grad).max()) > 0
@@ -101,7 +104,8 @@ def test_sd_vae_round_trip_shapes_and_size_check(sd_tower):
 
 def test_sd_schedule_matches_sd_training():
     schedule = sd_inpaint.NoiseSchedule.from_config(
-        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
+        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    )
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     np.testing.assert_allclose(schedule.alphas_cumprod, np.cumprod(1 - betas))
     assert schedule.alphas_cumprod[-1] == pytest.approx(0.0047, abs=1e-4)

@@ -21,8 +21,6 @@ RERUN = "the tiny bundle changed: rerun tests/make_torch_reference.py"
 TIGHT, LOOSE = 1e-5, 1e-4  # encoders; UNet and VAE (deeper, with group norms and convolutions)
 
 
-
-
 @pytest.fixture(scope="module")
 def ref(tiny_bundle) -> dict[str, np.ndarray]:
     """The fixture's arrays, once the bundle is known to be the one it was made from."""

@@ -77,8 +77,10 @@ def test_sharded_steps_write_a_readable_checkpoint(tiny_bundle, records, towers,
     capture = tw.Capture(monkeypatch)
     start = time.perf_counter()
     metrics = loop.train_and_evaluate(config, str(tmp_path), towers)
-    print(f"\n3 sharded steps: {time.perf_counter() - start:.1f} s "
-          f"(step compiled in {capture.trainer.compile_seconds:.1f} s)")
+    print(
+        f"\n3 sharded steps: {time.perf_counter() - start:.1f} s "
+        f"(step compiled in {capture.trainer.compile_seconds:.1f} s)"
+    )
     trainer = capture.trainer
     assert dict(trainer.mesh.shape) == {"data": 4, "fsdp": 2}
     assert_finite(metrics)
@@ -97,8 +99,9 @@ def test_sharded_steps_write_a_readable_checkpoint(tiny_bundle, records, towers,
     head = params["region"]["head_1"]["fc2"]["kernel"]
     assert head.shape[-1] == 1 and all(a is None for a in head.sharding.spec)
     # Frozen towers: CLIP and the UNet are fsdp-sharded by the regex rules, T5 replicated.
-    frozen_specs = {jax.tree_util.keystr(k): v.sharding.spec
-                    for k, v in jax.tree_util.tree_flatten_with_path(trainer.frozen)[0]}
+    frozen_specs = {
+        jax.tree_util.keystr(k): v.sharding.spec for k, v in jax.tree_util.tree_flatten_with_path(trainer.frozen)[0]
+    }
     assert any("fsdp" in spec for name, spec in frozen_specs.items() if name.startswith("['clip']"))
     assert all(all(a is None for a in spec) for name, spec in frozen_specs.items() if name.startswith("['t5']"))
 
@@ -108,8 +111,9 @@ def test_sharded_steps_write_a_readable_checkpoint(tiny_bundle, records, towers,
     assert {"state", "params", "data", "config"} <= set(os.listdir(step_dir))
     restored, step = checkpoints.restore_params(str(tmp_path / "checkpoints"), params)
     assert step == 3
-    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(restored)[0], jax.tree_util.tree_leaves(params),
-                            strict=True):
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(restored)[0], jax.tree_util.tree_leaves(params), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
     assert os.path.isfile(tmp_path / "panels" / "step_0000003.png")
     assert os.listdir(tmp_path / "tensorboard")
@@ -141,12 +145,16 @@ def test_loss_falls_on_a_fixed_batch_and_the_region_gets_gradients(tiny_config, 
         assert metrics["grad_norm_region"] > 0
         curve.append(metrics)
     total = [m["total"] for m in curve]
-    print(f"\nfixed batch (mesh {dict(trainer.mesh.shape)}): compiled in {trainer.compile_seconds:.1f} s, "
-          f"median step {1000 * np.median(times[2:]):.0f} ms")
+    print(
+        f"\nfixed batch (mesh {dict(trainer.mesh.shape)}): compiled in {trainer.compile_seconds:.1f} s, "
+        f"median step {1000 * np.median(times[2:]):.0f} ms"
+    )
     print("step  total   sem    clip   dir    struct  mask   |g|       |g_region|")
     for i, m in enumerate(curve, 1):
-        print(f"{i:4d}  {m['total']:.3f}  {m['sem']:.3f}  {m['clip']:.3f}  {m['direction']:.3f}  "
-              f"{m['structure']:.4f}  {m['mask_area']:.2f}   {m['grad_norm']:<9.3g} {m['grad_norm_region']:.3g}")
+        print(
+            f"{i:4d}  {m['total']:.3f}  {m['sem']:.3f}  {m['clip']:.3f}  {m['direction']:.3f}  "
+            f"{m['structure']:.4f}  {m['mask_area']:.2f}   {m['grad_norm']:<9.3g} {m['grad_norm_region']:.3g}"
+        )
     first, last = np.mean(total[:5]), np.mean(total[-5:])
     print(f"first-5 mean {first:.3f} -> last-5 mean {last:.3f}")
     assert last < first - 0.25, total
@@ -183,10 +191,12 @@ def run_capturing(config, workdir, towers, before_step=None):
 
 def sigterm_at(step: int):
     """A before_step hook that sends this process SIGTERM while step ``step`` runs."""
+
     def hook(at, state):
         if at == step - 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return state
+
     return hook
 
 
@@ -196,8 +206,9 @@ def uninterrupted(tiny_bundle, records, towers, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("uninterrupted")
     metrics, capture = run_capturing(resume_config(tiny_bundle, records), workdir, towers)
     params = jax.device_get(capture.trainer.state.params)
-    return SimpleNamespace(workdir=workdir, metrics=metrics, params=params, flat=tw.flat_params(params),
-                           fed=capture.fed[1:])
+    return SimpleNamespace(
+        workdir=workdir, metrics=metrics, params=params, flat=tw.flat_params(params), fed=capture.fed[1:]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +221,12 @@ def preempted(tiny_bundle, records, towers, tmp_path_factory):
 
 
 def test_resume_after_preemption_is_exact(tiny_bundle, records, towers, uninterrupted, preempted, tmp_path):
-    ref_dir, ref_metrics, ref_params, ref_fed = (uninterrupted.workdir, uninterrupted.metrics, uninterrupted.flat,
-                                                 uninterrupted.fed)
+    ref_dir, ref_metrics, ref_params, ref_fed = (
+        uninterrupted.workdir,
+        uninterrupted.metrics,
+        uninterrupted.flat,
+        uninterrupted.fed,
+    )
     workdir = tmp_path / "resumed"
     shutil.copytree(preempted[0], workdir)
     metrics, capture = run_capturing(resume_config(tiny_bundle, records), workdir, towers)
@@ -229,8 +244,9 @@ def test_resume_after_preemption_is_exact(tiny_bundle, records, towers, uninterr
     assert metrics == ref_metrics
 
 
-def test_sigterm_between_the_step_and_its_save_is_handled_at_the_next_step(tiny_bundle, records, towers,
-                                                                          tmp_path, monkeypatch):
+def test_sigterm_between_the_step_and_its_save_is_handled_at_the_next_step(
+    tiny_bundle, records, towers, tmp_path, monkeypatch
+):
     # A signal that lands after the loop has decided not to save step 1 (here: while step 1's
     # metrics are written) must not end the run unsaved; it is honoured after step 2.
     from regionedit_jax.train import writers
@@ -254,14 +270,23 @@ def test_sigterm_between_the_step_and_its_save_is_handled_at_the_next_step(tiny_
 
 
 def launch_train(args, timeout=120, **env):
-    return subprocess.run([sys.executable, os.path.join(REPO, "launch", "train.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", "train.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
 
 
-@pytest.mark.parametrize("flag, name", [
-    ("--config.train.num_stesp=3", "num_stesp"),
-    ("--config=configs/tiny.py:bundel=x", "bundel"),
-])
+@pytest.mark.parametrize(
+    "flag, name",
+    [
+        ("--config.train.num_stesp=3", "num_stesp"),
+        ("--config=configs/tiny.py:bundel=x", "bundel"),
+    ],
+)
 def test_config_typo_fails_at_parse_time(flag, name, tmp_path):
     start = time.perf_counter()
     result = launch_train([flag, "--workdir", str(tmp_path / "w")])
@@ -274,12 +299,16 @@ def test_config_typo_fails_at_parse_time(flag, name, tmp_path):
     assert seconds < 60
 
 
-@pytest.mark.parametrize("log_every, checkpoint_every, caught_at", [
-    (100, 1, 4),  # caught by the check before saving step 4
-    (100, 100, 6),  # not logged or saved until the last step: caught there
-])
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_bundle, records, towers, preempted, uninterrupted,
-                                                              tmp_path, log_every, checkpoint_every, caught_at):
+@pytest.mark.parametrize(
+    "log_every, checkpoint_every, caught_at",
+    [
+        (100, 1, 4),  # caught by the check before saving step 4
+        (100, 100, 6),  # not logged or saved until the last step: caught there
+    ],
+)
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tiny_bundle, records, towers, preempted, uninterrupted, tmp_path, log_every, checkpoint_every, caught_at
+):
     workdir = tmp_path / "nan"
     shutil.copytree(preempted[0], workdir)
 
@@ -302,14 +331,26 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_bundle, recor
 # --------------------------------------------------------------------------- 5. SIGTERM
 
 
-def test_sigterm_saves_exits_zero_and_the_rerun_continues(tiny_bundle, records, compile_cache, uninterrupted,
-                                                          tmp_path):
+def test_sigterm_saves_exits_zero_and_the_rerun_continues(tiny_bundle, records, compile_cache, uninterrupted, tmp_path):
     workdir = tmp_path / "w"
-    args = [f"--config=configs/tiny.py:bundle={tiny_bundle},data={records}", "--workdir", str(workdir),
-            "--config.mesh.data=4", "--config.mesh.fsdp=2", f"--config.train.num_steps={RESUME_STEPS}",
-            "--config.train.checkpoint_every=3", "--config.train.log_every=1", "--config.train.panel_every=0"]
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": compile_cache, "PYTHONUNBUFFERED": "1",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+    args = [
+        f"--config=configs/tiny.py:bundle={tiny_bundle},data={records}",
+        "--workdir",
+        str(workdir),
+        "--config.mesh.data=4",
+        "--config.mesh.fsdp=2",
+        f"--config.train.num_steps={RESUME_STEPS}",
+        "--config.train.checkpoint_every=3",
+        "--config.train.log_every=1",
+        "--config.train.panel_every=0",
+    ]
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": compile_cache,
+        "PYTHONUNBUFFERED": "1",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
     command = [sys.executable, os.path.join(REPO, "launch", "train.py"), *args]
     start = time.perf_counter()
     with open(tmp_path / "stderr1", "w") as stderr:

@@ -5,17 +5,28 @@ import os
 import jax
 import ml_collections
 import pytest
-
-from regionedit_jax.train import loop
 from test_evaluators import emu_copy
 
+from regionedit_jax.train import loop
 
-def test_periodic_evaluation_reports_benchmark_metrics(tiny_config, tiny_bundle, clip_tower, t5_tower,
-                                                       sd_tower, editor, tmp_path):
+
+def test_periodic_evaluation_reports_benchmark_metrics(
+    tiny_config, tiny_bundle, clip_tower, t5_tower, sd_tower, editor, tmp_path
+):
     config = ml_collections.ConfigDict(tiny_config.to_dict())
-    config.evals = ml_collections.ConfigDict({"emu_edit": dict(
-        type="emu_edit", dataset=emu_copy(str(tmp_path / "emu")), split="test", batch_size=2, limit=2,
-        clip=os.path.join(tiny_bundle, "clip"), dino=os.path.join(tiny_bundle, "dino"))})
+    config.evals = ml_collections.ConfigDict(
+        {
+            "emu_edit": dict(
+                type="emu_edit",
+                dataset=emu_copy(str(tmp_path / "emu")),
+                split="test",
+                batch_size=2,
+                limit=2,
+                clip=os.path.join(tiny_bundle, "clip"),
+                dino=os.path.join(tiny_bundle, "dino"),
+            )
+        }
+    )
     towers = {"clip": clip_tower, "t5": t5_tower, "sd_inpaint": sd_tower}
     lines = []
     run = loop._periodic_evaluation(config, towers, editor.params, lines.append)

@@ -58,11 +58,12 @@ def free_port() -> int:
 def result_of(stdout: str) -> dict:
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, stdout[-3000:]
-    return json.loads(lines[0][len("RESULT "):])
+    return json.loads(lines[0][len("RESULT ") :])
 
 
-def test_two_processes_match_one_process(tiny_bundle, records, clip_tower, t5_tower, sd_tower, tmp_path,
-                                         tmp_path_factory, monkeypatch):
+def test_two_processes_match_one_process(
+    tiny_bundle, records, clip_tower, t5_tower, sd_tower, tmp_path, tmp_path_factory, monkeypatch
+):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
@@ -71,18 +72,48 @@ def test_two_processes_match_one_process(tiny_bundle, records, clip_tower, t5_to
     procs = []
     for i in range(2):
         log = open(tmp_path / f"worker{i}.log", "w")
-        procs.append((subprocess.Popen(
-            [sys.executable, os.path.join(tw.REPO, "tests", "train_worker.py"), "--bundle", tiny_bundle,
-             "--data", records, "--workdir", str(workdir), "--out", str(tmp_path / f"params{i}.npz"),
-             "--steps", str(STEPS), "--process_id", str(i), "--num_processes", "2", "--port", str(port)],
-            cwd=tw.REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        os.path.join(tw.REPO, "tests", "train_worker.py"),
+                        "--bundle",
+                        tiny_bundle,
+                        "--data",
+                        records,
+                        "--workdir",
+                        str(workdir),
+                        "--out",
+                        str(tmp_path / f"params{i}.npz"),
+                        "--steps",
+                        str(STEPS),
+                        "--process_id",
+                        str(i),
+                        "--num_processes",
+                        "2",
+                        "--port",
+                        str(port),
+                    ],
+                    cwd=tw.REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                ),
+                log,
+            )
+        )
 
     # Meanwhile, the reference in this process (8 devices): both hosts' slices, concatenated.
     monkeypatch.setattr(pipeline, "make_dataset", tw.emulated_hosts(pipeline.make_dataset, 2))
     capture = tw.Capture(monkeypatch)
     with tw.compilation_cache(str(tmp_path_factory.getbasetemp() / "jax_train_cache")):  # shared with test_train
-        ref_metrics = loop.train_and_evaluate(tw.train_config(tiny_bundle, records, num_steps=STEPS), tmp_path / "one",
-                                              {"clip": clip_tower, "t5": t5_tower, "sd_inpaint": sd_tower})
+        ref_metrics = loop.train_and_evaluate(
+            tw.train_config(tiny_bundle, records, num_steps=STEPS),
+            tmp_path / "one",
+            {"clip": clip_tower, "t5": t5_tower, "sd_inpaint": sd_tower},
+        )
     ref = tw.flat_params(capture.trainer.state.params)
     ref_fed = capture.fed
 
@@ -107,14 +138,15 @@ def test_two_processes_match_one_process(tiny_bundle, records, clip_tower, t5_to
     # ... so with every host's slice in host order the reference fed the same global batches.
     assert len(ref_fed) == STEPS + 1  # the compile sample, then one batch per step
     for i, r in enumerate(results):
-        assert r["fed"] == [rows[4 * i: 4 * i + 4] for rows in ref_fed]
+        assert r["fed"] == [rows[4 * i : 4 * i + 4] for rows in ref_fed]
     assert len({d for rows in ref_fed[1:] for d in rows}) > 4  # both slices, several records
 
     # The same metrics (replicated scalars: both processes print the global values).
     for r in results:
         assert r["metrics"].keys() == ref_metrics.keys()
-        np.testing.assert_allclose([r["metrics"][k] for k in ref_metrics], list(ref_metrics.values()),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            [r["metrics"][k] for k in ref_metrics], list(ref_metrics.values()), rtol=1e-5, atol=1e-6
+        )
 
     # The same params: both processes gathered the same tree; it matches the reference.
     two = [dict(np.load(tmp_path / f"params{i}.npz")) for i in range(2)]
@@ -133,7 +165,9 @@ def test_two_processes_match_one_process(tiny_bundle, records, clip_tower, t5_to
     print(f"|params(2 processes) - params(1 process)| = {moved:.3g}")
 
     # The two processes wrote one checkpoint together, with each host's data position.
-    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(os.listdir(workdir / "checkpoints" / str(STEPS) / "data"))
+    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
+        os.listdir(workdir / "checkpoints" / str(STEPS) / "data")
+    )
     target = capture.trainer.state.params
     restored, step = checkpoints.restore_params(str(workdir / "checkpoints"), target)
     assert step == STEPS
@@ -149,11 +183,34 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tiny_bundle, reco
     workdir = tmp_path / "run"
     procs, outs = [], [tmp_path / f"out{i}.log" for i in range(2)]
     for i in range(2):
-        procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(tw.REPO, "tests", "train_worker.py"), "--bundle", tiny_bundle,
-             "--data", records, "--workdir", str(workdir), "--out", str(tmp_path / f"params{i}.npz"),
-             "--steps", str(steps), "--process_id", str(i), "--num_processes", "2", "--port", str(port)],
-            cwd=tw.REPO, env=env, stdout=open(outs[i], "w"), stderr=open(tmp_path / f"err{i}.log", "w")))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.join(tw.REPO, "tests", "train_worker.py"),
+                    "--bundle",
+                    tiny_bundle,
+                    "--data",
+                    records,
+                    "--workdir",
+                    str(workdir),
+                    "--out",
+                    str(tmp_path / f"params{i}.npz"),
+                    "--steps",
+                    str(steps),
+                    "--process_id",
+                    str(i),
+                    "--num_processes",
+                    "2",
+                    "--port",
+                    str(port),
+                ],
+                cwd=tw.REPO,
+                env=env,
+                stdout=open(outs[i], "w"),
+                stderr=open(tmp_path / f"err{i}.log", "w"),
+            )
+        )
     try:
         deadline = time.monotonic() + TIMEOUT
         while "step 2/" not in outs[0].read_text():  # process 0 logs every step

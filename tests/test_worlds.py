@@ -27,8 +27,7 @@ def tokens_of(items, cfg=CFG) -> np.ndarray:
 def grow(mask: np.ndarray, steps: int = 1) -> np.ndarray:
     """bool [..., S, S] dilated by `steps` pixels (8-neighbourhood)."""
     for _ in range(steps):
-        mask = np.any([np.roll(mask, (dy, dx), (-2, -1))
-                       for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+        mask = np.any([np.roll(mask, (dy, dx), (-2, -1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
     return mask
 
 
@@ -57,11 +56,14 @@ def drawn():
     batch += [dataclasses.replace(batch[0], style=style) for style in CFG.style_names[1:]]
     tokens = padded(batch)
     speckled = padded([dataclasses.replace(s, texture="speckled") for s in batch])
-    return {"scenes": batch[:48], "variants": batch[48:], "tokens": tokens,
-            "images": np.asarray(render.render(tokens, jax.random.PRNGKey(0), CFG)),
-            "masks": np.asarray(render.object_masks(tokens, CFG)),
-            "speckled": [np.asarray(render.render(speckled, jax.random.PRNGKey(k), CFG))
-                         for k in (1, 2)]}
+    return {
+        "scenes": batch[:48],
+        "variants": batch[48:],
+        "tokens": tokens,
+        "images": np.asarray(render.render(tokens, jax.random.PRNGKey(0), CFG)),
+        "masks": np.asarray(render.object_masks(tokens, CFG)),
+        "speckled": [np.asarray(render.render(speckled, jax.random.PRNGKey(k), CFG)) for k in (1, 2)],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,7 @@ def held_out_edits():
 
 # Captions and tokens ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cfg", [CFG, SMALL], ids=["grid3", "grid2"])
 def test_caption_parse_and_tokens_round_trip(cfg):
     rng = np.random.default_rng(1)
@@ -87,25 +90,37 @@ def test_caption_parse_and_tokens_round_trip(cfg):
 
 
 def test_caption_reads_naturally_and_open_objects_have_no_place():
-    scene = Scene((Obj("star", "green", "small", ANYWHERE), Obj("circle", "red", "small", 0),
-                   Obj("square", "blue", "large", 4, "striped")), "grey", "speckled", "night",
-                  "outline")
+    scene = Scene(
+        (
+            Obj("star", "green", "small", ANYWHERE),
+            Obj("circle", "red", "small", 0),
+            Obj("square", "blue", "large", 4, "striped"),
+        ),
+        "grey",
+        "speckled",
+        "night",
+        "outline",
+    )
     text = caption(scene)
-    assert text == ("a small red circle at the top left, a large striped blue square in the "
-                    "center and a small green star on a speckled grey background, at night, "
-                    "as an outline drawing")
+    assert text == (
+        "a small red circle at the top left, a large striped blue square in the "
+        "center and a small green star on a speckled grey background, at night, "
+        "as an outline drawing"
+    )
     assert parse(text) == scene and parse(text.upper() + ".") == scene
     assert parse("a small green star on a grey background").objects[0].cell == ANYWHERE
     assert scenes.decode(encode(scene)) == scene
 
 
-@pytest.mark.parametrize("text, part", [
-    ("a huge red circle at the top on a grey background", "a huge red circle at the top"),
-    ("a small red circle at the top on a golden background", "golden"),
-    ("a small red circle at the top", "a small red circle at the top"),
-    ("a small red circle in the sky and a large blue star on a grey background",
-     "a small red circle in the sky"),
-])
+@pytest.mark.parametrize(
+    "text, part",
+    [
+        ("a huge red circle at the top on a grey background", "a huge red circle at the top"),
+        ("a small red circle at the top on a golden background", "golden"),
+        ("a small red circle at the top", "a small red circle at the top"),
+        ("a small red circle in the sky and a large blue star on a grey background", "a small red circle in the sky"),
+    ],
+)
 def test_parse_names_the_unparsable_part(text, part):
     with pytest.raises(ValueError, match=part):
         parse(text)
@@ -132,9 +147,17 @@ def test_captions_fit_clip_tokens(tmp_path):
     rng = np.random.default_rng(2)
     texts = [caption(scenes.sample_scene(rng, CFG)) for _ in range(1000)]
     longest = max(CFG.colour_names, key=lambda c: len(tokenizer(c).input_ids))
-    texts.append(caption(Scene(tuple(Obj("diamond", longest, "large", c, "striped")
-                                     for c in (0, 2, 6, 8)), "beige", "checkered", "sunset",
-                               "outline")))
+    texts.append(
+        caption(
+            Scene(
+                tuple(Obj("diamond", longest, "large", c, "striped") for c in (0, 2, 6, 8)),
+                "beige",
+                "checkered",
+                "sunset",
+                "outline",
+            )
+        )
+    )
     assert max(len(ids) for ids in tokenizer(texts).input_ids) <= 77
 
 
@@ -147,6 +170,7 @@ def test_colours_stay_distinct_from_every_background():
 
 
 # Rendering -------------------------------------------------------------------------------------
+
 
 def test_footprints_agree_with_pixels(drawn):
     images, masks = drawn["images"], drawn["masks"]
@@ -161,11 +185,10 @@ def test_footprints_agree_with_pixels(drawn):
             second = np.asarray(render.pattern_colour(jnp.asarray(colour)))
             inside = images[i][masks[i, k]]
             assert len(inside) > 20
-            to_object = np.minimum(np.abs(inside - colour).sum(-1),
-                                   np.abs(inside - second).sum(-1))
+            to_object = np.minimum(np.abs(inside - colour).sum(-1), np.abs(inside - second).sum(-1))
             assert (to_object < np.abs(inside - ground).sum(-1)).all(), (scene, k)
             paints += [colour, second]
-        assert not masks[i, len(scene.objects):].any()
+        assert not masks[i, len(scene.objects) :].any()
         covered = masks[i].any(0)
         to_ground = np.abs(images[i] - ground).sum(-1)
         assert to_ground[~grow(covered, 2)].max() < 1e-6  # away from objects: the background
@@ -178,8 +201,7 @@ def test_footprint_table_and_background_mask_match_object_masks(drawn):
     for i, scene in enumerate(drawn["scenes"][:16]):  # footprint() reads footprint_table
         for k, obj in enumerate(scene.objects):
             np.testing.assert_array_equal(edits.footprint(obj, CFG), drawn["masks"][i, k])
-    np.testing.assert_array_equal(np.asarray(render.background_mask(drawn["tokens"], CFG)),
-                                  ~drawn["masks"].any(1))
+    np.testing.assert_array_equal(np.asarray(render.background_mask(drawn["tokens"], CFG)), ~drawn["masks"].any(1))
     assert table.shape == (len(CFG.shapes), len(CFG.sizes), CFG.cells, 64, 64)
     small, large = table[:, 0].sum((-1, -2)), table[:, 1].sum((-1, -2))
     assert (small > 0).all() and (large > 2 * small).all()
@@ -212,8 +234,7 @@ def test_noise_and_jitter_come_from_the_key(drawn):
 
 def test_open_objects_go_where_the_mask_points(drawn, train_edits):
     source = Scene((Obj("circle", "red", "large", 0), Obj("square", "blue", "large", 4)), "grey")
-    target = dataclasses.replace(source, objects=source.objects
-                                 + (Obj("star", "yellow", "large", ANYWHERE),))
+    target = dataclasses.replace(source, objects=source.objects + (Obj("star", "yellow", "large", ANYWHERE),))
     tokens = np.repeat(tokens_of([target]), 3, 0)
     cell_of_pixel = render.cell_of_pixel(CFG)
     wanted = [8, 2, 5]
@@ -226,11 +247,11 @@ def test_open_objects_go_where_the_mask_points(drawn, train_edits):
     yellow = np.array(dict(CFG.colours)["yellow"])
     for i, c in enumerate(wanted):
         star = interior(edits.footprint(Obj("star", "yellow", "large", c), CFG))
-        np.testing.assert_allclose(images[i][star], np.broadcast_to(yellow, images[i][star].shape),
-                                   atol=1e-6)
+        np.testing.assert_allclose(images[i][star], np.broadcast_to(yellow, images[i][star].shape), atol=1e-6)
     assert not np.asarray(render.object_masks(tokens, CFG))[:, 2].any()  # unplaced: no footprint
-    free = {int(render.resolve_cells(tokens[:1], jax.random.PRNGKey(k), CFG)[0, 2])
-            for k in range(12)}  # no mask: a key-dependent free cell
+    free = {
+        int(render.resolve_cells(tokens[:1], jax.random.PRNGKey(k), CFG)[0, 2]) for k in range(12)
+    }  # no mask: a key-dependent free cell
     assert len(free) > 2 and free <= set(source.free_cells(CFG))
     key = jax.random.PRNGKey(7)
     image = np.asarray(render.render(padded([target]), key, CFG))[0]  # as compiled for drawn
@@ -240,8 +261,10 @@ def test_open_objects_go_where_the_mask_points(drawn, train_edits):
     opened = [e for e in train_edits if e.open_place][:5]
     for edit in opened:  # the mask of alternative j puts the new object in free cell j
         slot = [o.cell for o in edit.target.objects].index(ANYWHERE)
-        placed = [int(render.resolve_cells(tokens_of([edit.target]), key, CFG,
-                                           mask=truth[None])[0, slot]) for truth in edit.truth]
+        placed = [
+            int(render.resolve_cells(tokens_of([edit.target]), key, CFG, mask=truth[None])[0, slot])
+            for truth in edit.truth
+        ]
         assert placed == edit.source.free_cells(CFG)
 
 
@@ -252,13 +275,13 @@ def test_render_vmaps_and_scales_with_the_config():
     images = jax.vmap(lambda t: render.render(t, jax.random.PRNGKey(0), SMALL))(tokens)
     assert images.shape == (2, 4, 32, 32, 3)
     masks = np.asarray(render.object_masks(tokens.reshape(8, -1), SMALL))
-    assert masks.shape == (8, 3, 32, 32) and masks.any((-1, -2)).sum() == sum(
-        len(s.objects) for s in batch)
+    assert masks.shape == (8, 3, 32, 32) and masks.any((-1, -2)).sum() == sum(len(s.objects) for s in batch)
     with pytest.raises(ValueError, match="tokens"):
         render.render(tokens, jax.random.PRNGKey(0), SMALL)
 
 
 # Edits -----------------------------------------------------------------------------------------
+
 
 def changed_objects(edit):
     before = [o for o in edit.source.objects if o not in edit.target.objects]
@@ -281,8 +304,7 @@ def test_every_kind_is_what_it_says(train_edits):
             (old,), (new,) = before, after
             assert (old.cell, old.size, old.pattern) == (new.cell, new.size, new.pattern)
             assert (old.colour != new.colour) + (old.shape != new.shape) == 1
-            np.testing.assert_array_equal(
-                edit.truth[0], edits.footprint(old, CFG) | edits.footprint(new, CFG))
+            np.testing.assert_array_equal(edit.truth[0], edits.footprint(old, CFG) | edits.footprint(new, CFG))
         elif edit.kind == "texture":
             (old,), (new,) = before, after
             assert dataclasses.replace(old, pattern=new.pattern) == new
@@ -297,20 +319,19 @@ def test_every_kind_is_what_it_says(train_edits):
             places = free if edit.open_place else [new.cell]
             assert new.cell in free + [ANYWHERE] and len(edit.truth) == len(places)
             for alternative, cell in zip(edit.truth, places):
-                np.testing.assert_array_equal(
-                    alternative, edits.footprint(dataclasses.replace(new, cell=cell), CFG))
+                np.testing.assert_array_equal(alternative, edits.footprint(dataclasses.replace(new, cell=cell), CFG))
         elif edit.kind == "background":
-            assert (edit.target.background, edit.target.texture) != (edit.source.background,
-                                                                     edit.source.texture)
-            assert dataclasses.replace(edit.target, background=edit.source.background,
-                                       texture=edit.source.texture) == edit.source
+            assert (edit.target.background, edit.target.texture) != (edit.source.background, edit.source.texture)
+            assert (
+                dataclasses.replace(edit.target, background=edit.source.background, texture=edit.source.texture)
+                == edit.source
+            )
             covered = np.any([edits.footprint(o, CFG) for o in edit.source.objects], axis=0)
             np.testing.assert_array_equal(edit.truth[0], ~covered)
         else:
             field = "lighting" if edit.kind == "global" else "style"
             assert getattr(edit.target, field) != "none"
-            assert dataclasses.replace(edit.target, **{field: getattr(edit.source, field)}) \
-                == edit.source
+            assert dataclasses.replace(edit.target, **{field: getattr(edit.source, field)}) == edit.source
             assert edit.truth.all() and len(edit.truth) == 1
         if edit.kind != "add":
             assert len(edit.truth) == 1 and not edit.open_place
@@ -352,11 +373,14 @@ def test_objects_are_named_unambiguously(train_edits):
         assert ref.startswith("the ")
         places = [p for p in scenes.cell_phrases(3) if ref.endswith(" " + p)]
         place = max(places, key=len) if places else ""
-        words = ref[4: len(ref) - len(place)].split()
-        fits = [o for o in edit.source.objects
-                if (not place or scenes.cell_phrases(3)[o.cell] == place)
-                and words[-1] == o.shape
-                and all(w in (o.colour, o.size, o.pattern) for w in words[:-1])]
+        words = ref[4 : len(ref) - len(place)].split()
+        fits = [
+            o
+            for o in edit.source.objects
+            if (not place or scenes.cell_phrases(3)[o.cell] == place)
+            and words[-1] == o.shape
+            and all(w in (o.colour, o.size, o.pattern) for w in words[:-1])
+        ]
         assert fits == [old], (ref, edit.source_caption)
 
 
@@ -371,8 +395,8 @@ def test_train_and_test_share_no_scene_and_no_phrasing(train_edits, held_out_edi
             assert len(templates) >= 5
             assert len(edits.phrasings(kind, variant, "test")) == len(templates) // 3
     assert {e.template for e in held_out_edits} == {
-        t for kind in edits.TEMPLATES for v in edits.TEMPLATES[kind]
-        for t in edits.phrasings(kind, v, "test")}
+        t for kind in edits.TEMPLATES for v in edits.TEMPLATES[kind] for t in edits.phrasings(kind, v, "test")
+    }
 
 
 def test_examples_are_deterministic_and_balanced(train_edits):
@@ -405,22 +429,22 @@ def test_iou_scores_the_best_alternative_and_empty_predictions_zero(train_edits)
     for alternative in opened.truth:
         assert score_iou(alternative, opened) == 1.0
     first, second = opened.truth[:2].sum((1, 2))  # disjoint alternatives
-    assert score_iou(opened.truth[0] | opened.truth[1], opened) == pytest.approx(
-        max(first, second) / (first + second))
+    assert score_iou(opened.truth[0] | opened.truth[1], opened) == pytest.approx(max(first, second) / (first + second))
     with pytest.raises(ValueError, match="shape"):
         score_iou(np.zeros((32, 32), bool), edit)
 
 
 # Training records ------------------------------------------------------------------------------
 
+
 def test_shapes_source_writes_records_with_the_worlds_edits(tmp_path):
     import grain
 
     from regionedit_jax.data import annotate, records, sources
 
-    manifest = annotate.annotate(annotate.Settings(source="shapes:9", out=str(tmp_path),
-                                                   records_per_shard=4), workers=2,
-                                 progress=False)
+    manifest = annotate.annotate(
+        annotate.Settings(source="shapes:9", out=str(tmp_path), records_per_shard=4), workers=2, progress=False
+    )
     assert manifest["totals"]["records"] == 9 and manifest["totals"]["rejected"] == 0
     data = grain.sources.ArrayRecordDataSource(records.shard_paths(str(tmp_path)))
     got = {r.source: r for r in (records.decode(data[i]) for i in range(len(data)))}
@@ -428,7 +452,11 @@ def test_shapes_source_writes_records_with_the_worlds_edits(tmp_path):
     for i, edit in enumerate(want):
         record = got[f"shapes:train/{i}"]
         assert (record.caption, record.instruction, record.target_caption, record.edit_kind) == (
-            edit.source_caption, edit.instruction, edit.target_caption, edit.kind)
+            edit.source_caption,
+            edit.instruction,
+            edit.target_caption,
+            edit.kind,
+        )
         with Image.open(io.BytesIO(record.image)) as image:
             assert image.format == "PNG" and image.size == (64, 64)
             pixels = np.asarray(image.convert("RGB"))

@@ -48,8 +48,7 @@ def write_records(out: str) -> str:
     """The bundled sample photos (12 pairs) annotated into ArrayRecord shards in ``out``."""
     from regionedit_jax.data import annotate
 
-    manifest = annotate.annotate(annotate.Settings(source="samples", out=out, max_side=64), workers=2,
-                                 progress=False)
+    manifest = annotate.annotate(annotate.Settings(source="samples", out=out, max_side=64), workers=2, progress=False)
     assert manifest["totals"]["records"] >= 8, manifest["totals"]
     return out
 
@@ -178,8 +177,11 @@ def compilation_cache(directory: str):
     except ImportError:  # pragma: no cover - private module moved: run uncached
         yield
         return
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
     saved = {n: getattr(jax.config, n) for n in names}
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -207,11 +209,16 @@ def main(argv=None) -> None:
 
     import ml_collections
 
-    config = ml_collections.ConfigDict(train_config(args.bundle, args.data, num_steps=args.steps,
-                                                    checkpoint_every=args.steps).to_dict())
+    config = ml_collections.ConfigDict(
+        train_config(args.bundle, args.data, num_steps=args.steps, checkpoint_every=args.steps).to_dict()
+    )
     if args.num_processes > 1:
-        config.distributed.update(enabled=True, coordinator_address=f"127.0.0.1:{args.port}",
-                                  num_processes=args.num_processes, process_id=args.process_id)
+        config.distributed.update(
+            enabled=True,
+            coordinator_address=f"127.0.0.1:{args.port}",
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
     config.lock()
 
     from regionedit_jax.train import loop
@@ -228,12 +235,24 @@ def main(argv=None) -> None:
     np.savez(args.out, **flat_params(params))
     probe = jax.make_array_from_process_local_data(
         jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec(("data", "fsdp"))),
-        np.zeros((config.global_batch_size // jax.process_count(),), np.float32))
+        np.zeros((config.global_batch_size // jax.process_count(),), np.float32),
+    )
     rows = sorted({i for s in probe.addressable_shards for i in range(*s.index[0].indices(probe.shape[0]))})
-    print("RESULT " + json.dumps({
-        "process_index": jax.process_index(), "process_count": jax.process_count(),
-        "devices": jax.device_count(), "local_devices": jax.local_device_count(), "rows": rows,
-        "fed": capture.fed, "metrics": metrics}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "process_index": jax.process_index(),
+                "process_count": jax.process_count(),
+                "devices": jax.device_count(),
+                "local_devices": jax.local_device_count(),
+                "rows": rows,
+                "fed": capture.fed,
+                "metrics": metrics,
+            }
+        ),
+        flush=True,
+    )
     if args.num_processes > 1:
         jax.distributed.shutdown()
 

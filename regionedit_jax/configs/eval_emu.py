@@ -37,11 +37,32 @@ def metric_towers(bundle: str, clip: str) -> dict[str, str]:
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, bundle="", dataset="facebook/emu_edit_test_set", split="test", batch_size=8,
-                            seed=0, limit=0, clip="openai/clip-vit-large-patch14", examples=6)
+    args = common.parse_arg(
+        arg,
+        bundle="",
+        dataset="facebook/emu_edit_test_set",
+        split="test",
+        batch_size=8,
+        seed=0,
+        limit=0,
+        clip="openai/clip-vit-large-patch14",
+        examples=6,
+    )
     config = model_config(args.bundle, args.seed)
-    config.evals = ml_collections.ConfigDict({"emu_edit": dict(
-        type="emu_edit", dataset=args.dataset, split=args.split, batch_size=args.batch_size, seed=args.seed,
-        limit=args.limit, dtype="float32", examples=args.examples, **metric_towers(args.bundle, args.clip))})
+    config.evals = ml_collections.ConfigDict(
+        {
+            "emu_edit": dict(
+                type="emu_edit",
+                dataset=args.dataset,
+                split=args.split,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                limit=args.limit,
+                dtype="float32",
+                examples=args.examples,
+                **metric_towers(args.bundle, args.clip),
+            )
+        }
+    )
     config.lock()
     return config

@@ -13,21 +13,44 @@ MagicBrush has no captions: the Editor's describers (``config.describe``) write 
 
 import ml_collections
 
-from regionedit_jax.configs import common
 from configs.eval_emu import metric_towers, model_config
+from regionedit_jax.configs import common
 
 PROTOCOLS = {"single": ("single",), "multi": ("multi",), "both": ("single", "multi")}
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, bundle="", dataset="osunlp/MagicBrush", split="test", batch_size=8, seed=0,
-                            limit=0, clip="openai/clip-vit-base-patch32", protocol="both", examples=6)
+    args = common.parse_arg(
+        arg,
+        bundle="",
+        dataset="osunlp/MagicBrush",
+        split="test",
+        batch_size=8,
+        seed=0,
+        limit=0,
+        clip="openai/clip-vit-base-patch32",
+        protocol="both",
+        examples=6,
+    )
     if args.protocol not in PROTOCOLS:
         raise ValueError(f"config argument protocol must be one of {sorted(PROTOCOLS)}; got {args.protocol!r}.")
     config = model_config(args.bundle, args.seed)
-    config.evals = ml_collections.ConfigDict({f"magicbrush_{p}": dict(
-        type="magicbrush", protocol=p, dataset=args.dataset, split=args.split, batch_size=args.batch_size,
-        seed=args.seed, limit=args.limit, dtype="float32", examples=args.examples,
-        **metric_towers(args.bundle, args.clip)) for p in PROTOCOLS[args.protocol]})
+    config.evals = ml_collections.ConfigDict(
+        {
+            f"magicbrush_{p}": dict(
+                type="magicbrush",
+                protocol=p,
+                dataset=args.dataset,
+                split=args.split,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                limit=args.limit,
+                dtype="float32",
+                examples=args.examples,
+                **metric_towers(args.bundle, args.clip),
+            )
+            for p in PROTOCOLS[args.protocol]
+        }
+    )
     config.lock()
     return config

@@ -1,9 +1,9 @@
 """The paper's main setting: LAION text-image pairs, CLIP ViT-L/14, FLAN-T5-base, SD 1.5 inpainting.
 
-  python launch/train.py --config=configs/laion5m.py --workdir DIR --config.data.path=/data/records
-  --config=configs/laion5m.py:pairs=1_000_000       # Table 2 data scale (1M..5M pairs, one epoch)
-  --config=configs/laion5m.py:ablation=no_struct    # Table 4 (no_sem, no_clip, no_dir, no_struct)
-  --config=configs/laion5m.py:bf16_clip             # CLIP in bfloat16 as well
+python launch/train.py --config=configs/laion5m.py --workdir DIR --config.data.path=/data/records
+--config=configs/laion5m.py:pairs=1_000_000       # Table 2 data scale (1M..5M pairs, one epoch)
+--config=configs/laion5m.py:ablation=no_struct    # Table 4 (no_sem, no_clip, no_dir, no_struct)
+--config=configs/laion5m.py:bf16_clip             # CLIP in bfloat16 as well
 """
 
 from regionedit_jax.configs import common

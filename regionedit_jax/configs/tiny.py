@@ -16,7 +16,7 @@ def get_config(arg: str | None = None):
     config.seed = args.seed
     config.towers.bundle = args.bundle
     for name in ("clip", "t5", "sd_inpaint", "dino"):
-        config.towers[name].dtype = "float32"
+        config.towers[name].update(path=f"{{bundle}}/{name}", dtype="float32")
     config.image_size = 32
     config.edit.max_side = 32
     config.region.num_heads = 4

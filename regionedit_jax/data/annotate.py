@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from regionedit_jax import describe, images as image_ops
+from regionedit_jax import describe
+from regionedit_jax import images as image_ops
 from regionedit_jax.data import records, sources
 
 REJECTS: dict[str, str] = {
@@ -98,6 +99,7 @@ def record_id(origin: str) -> str:
 
 # Cleaning and validation ----------------------------------------------------------------------
 
+
 def clean_caption(caption: Any) -> str:
     """UTF-8 text with whitespace collapsed, or Reject."""
     if caption is None:
@@ -126,8 +128,13 @@ def _check_size(width: int, height: int, settings: Settings) -> None:
         raise Reject("extreme_aspect", f"{width}x{height}")
 
 
-_REASONS = {"missing": "missing_image", "empty": "zero_size", "corrupt": "corrupt_image",
-            "truncated": "truncated_image", "too_large": "too_large"}
+_REASONS = {
+    "missing": "missing_image",
+    "empty": "zero_size",
+    "corrupt": "corrupt_image",
+    "truncated": "truncated_image",
+    "too_large": "too_large",
+}
 
 
 def load_image(image: sources.ImageData, settings: Settings) -> np.ndarray:
@@ -171,8 +178,12 @@ def _prepare(item: tuple[int, sources.Pair], settings: Settings) -> _Prepared:
             raise Reject(pair.reason if pair.reason in REJECTS else "read_error", pair.error)
         out.caption = clean_caption(pair.caption)
         pixels = load_image(pair.image, settings)
-        if (pair.edit is not None and isinstance(pair.image, bytes) and pair.image.startswith(b"\x89PNG")
-                and max(pixels.shape[:2]) <= settings.max_side):
+        if (
+            pair.edit is not None
+            and isinstance(pair.image, bytes)
+            and pair.image.startswith(b"\x89PNG")
+            and max(pixels.shape[:2]) <= settings.max_side
+        ):
             out.image = bytes(pair.image)  # a rendered world keeps its lossless pixels
             return out
         out.image = records.encode_image(pixels, settings.max_side, settings.quality)
@@ -182,6 +193,7 @@ def _prepare(item: tuple[int, sources.Pair], settings: Settings) -> _Prepared:
 
 
 # Bookkeeping ----------------------------------------------------------------------------------
+
 
 @dataclass
 class _ShardStats:
@@ -197,8 +209,12 @@ class _ShardStats:
             keys.append(key)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "records": self.records,
-                "rejects": dict(sorted(self.rejects.items())), "examples": self.examples}
+        return {
+            "inputs": self.inputs,
+            "records": self.records,
+            "rejects": dict(sorted(self.rejects.items())),
+            "examples": self.examples,
+        }
 
 
 def summarize(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -234,14 +250,16 @@ def _previous_shards(settings: Settings) -> dict[str, dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         previous = json.load(f)
     if previous.get("settings") != settings.output_key():
-        changed = sorted(k for k, v in settings.output_key().items()
-                         if previous.get("settings", {}).get(k) != v)
-        raise ValueError(f"{settings.out} was written with other settings (differing: {changed}); "
-                         "rerun with the same settings to resume, or write to a new --out folder")
+        changed = sorted(k for k, v in settings.output_key().items() if previous.get("settings", {}).get(k) != v)
+        raise ValueError(
+            f"{settings.out} was written with other settings (differing: {changed}); "
+            "rerun with the same settings to resume, or write to a new --out folder"
+        )
     return previous.get("shards", {})
 
 
 # The run --------------------------------------------------------------------------------------
+
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
@@ -282,16 +300,18 @@ class _Output:
     def __init__(self, settings: Settings, done: dict[str, dict[str, Any]]) -> None:
         self.settings = settings
         self.shards = dict(done)
-        self.manifest: dict[str, Any] = {"settings": settings.output_key(),
-                                         "shard_index": settings.shard_index, "complete": False}
+        self.manifest: dict[str, Any] = {
+            "settings": settings.output_key(),
+            "shard_index": settings.shard_index,
+            "complete": False,
+        }
         self.writer: records.ShardWriter | None = None
         self.stats = _ShardStats()
         self.current = -1
         self.counts: Counter = Counter()
 
     def save(self, **extra: Any) -> None:
-        self.manifest.update(extra, shards=dict(sorted(self.shards.items())),
-                             totals=summarize(self.shards.values()))
+        self.manifest.update(extra, shards=dict(sorted(self.shards.items())), totals=summarize(self.shards.values()))
         _write_json(manifest_path(self.settings.out, self.settings.shard_index), self.manifest)
 
     def add(self, p: _Prepared) -> None:
@@ -299,17 +319,23 @@ class _Output:
         if k != self.current:
             self.close_shard()
             self.current, self.stats = k, _ShardStats()
-            self.writer = records.ShardWriter(
-                part_path(self.settings.out, self.settings.shard_index, k))
+            self.writer = records.ShardWriter(part_path(self.settings.out, self.settings.shard_index, k))
         self.stats.inputs += 1
         if p.reject is not None:
             self.stats.reject(p.reject.reason, p.pair.key)
             self.counts["rejected"] += 1
             return
-        self.writer.write(records.Record(
-            id=record_id(p.pair.origin), image=p.image, caption=p.caption,
-            instruction=p.edit.instruction, target_caption=p.edit.target_caption,
-            source=p.pair.origin, edit_kind=p.edit.kind))
+        self.writer.write(
+            records.Record(
+                id=record_id(p.pair.origin),
+                image=p.image,
+                caption=p.caption,
+                instruction=p.edit.instruction,
+                target_caption=p.edit.target_caption,
+                source=p.pair.origin,
+                edit_kind=p.edit.kind,
+            )
+        )
         self.stats.records += 1
         self.counts["records"] += 1
 
@@ -327,8 +353,7 @@ class _Output:
             self.writer = None
 
 
-def annotate(settings: Settings, *, workers: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def annotate(settings: Settings, *, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Write this process's shards (skipping finished ones) and its manifest; returns the manifest.
     `workers` threads decode and re-encode images (default: the CPU count, at most 8)."""
     from tqdm import tqdm
@@ -338,10 +363,14 @@ def annotate(settings: Settings, *, workers: int | None = None,
     workers = workers or min(8, os.cpu_count() or 1)
     os.makedirs(settings.out, exist_ok=True)
     describer = _make_describer(settings)
-    source = sources.open_source(settings.source, shard_index=settings.shard_index,
-                                 num_shards=settings.num_shards, **settings.source_options)
-    done = {name: stats for name, stats in _previous_shards(settings).items()
-            if os.path.exists(os.path.join(settings.out, name))}
+    source = sources.open_source(
+        settings.source, shard_index=settings.shard_index, num_shards=settings.num_shards, **settings.source_options
+    )
+    done = {
+        name: stats
+        for name, stats in _previous_shards(settings).items()
+        if os.path.exists(os.path.join(settings.out, name))
+    }
     finished = {int(name.rsplit("-", 1)[1].split(".")[0]) for name in done}
     per_shard = settings.records_per_shard
     pairs = source.iter_local(want=lambda j: j // per_shard not in finished, stop=settings.limit)
@@ -351,8 +380,13 @@ def annotate(settings: Settings, *, workers: int | None = None,
     output = _Output(settings, done)
     output.save()
     start = time.time()
-    bar = tqdm(total=total, initial=sum(s["inputs"] for s in done.values()), unit="pair",
-               disable=not progress, desc=f"process {settings.shard_index}")
+    bar = tqdm(
+        total=total,
+        initial=sum(s["inputs"] for s in done.values()),
+        unit="pair",
+        disable=not progress,
+        desc=f"process {settings.shard_index}",
+    )
 
     def finish(futures: list[Future]) -> None:
         prepared = [future.result() for future in futures]
@@ -378,11 +412,18 @@ def annotate(settings: Settings, *, workers: int | None = None,
         bar.close()
     seconds = time.time() - start
     handled = output.counts["records"] + output.counts["rejected"]
-    output.save(complete=True, run={
-        "seconds": round(seconds, 3), "pairs": handled, "records": output.counts["records"],
-        "shards_written": output.counts["shards"], "shards_skipped": len(done),
-        "pairs_per_second": round(handled / seconds, 2) if seconds > 0 else None,
-        "workers": workers})
+    output.save(
+        complete=True,
+        run={
+            "seconds": round(seconds, 3),
+            "pairs": handled,
+            "records": output.counts["records"],
+            "shards_written": output.counts["shards"],
+            "shards_skipped": len(done),
+            "pairs_per_second": round(handled / seconds, 2) if seconds > 0 else None,
+            "workers": workers,
+        },
+    )
     if settings.num_shards == 1:
         merge(settings.out)
     return output.manifest
@@ -404,11 +445,17 @@ def merge(out: str) -> dict[str, Any]:
     missing = sorted(set(range(settings["num_shards"])) - present)
     unfinished = sorted(p["shard_index"] for p in parts if not p.get("complete"))
     if missing or unfinished:
-        raise ValueError(f"cannot merge {out}: processes {missing} have no manifest and "
-                         f"{unfinished} have not finished; run them (reruns resume)")
+        raise ValueError(
+            f"cannot merge {out}: processes {missing} have no manifest and "
+            f"{unfinished} have not finished; run them (reruns resume)"
+        )
     shards = {name: stats for p in parts for name, stats in p["shards"].items()}
-    merged = {"settings": settings, "processes": len(parts),
-              "shards": dict(sorted(shards.items())), "totals": summarize(shards.values()),
-              "seconds": round(sum(p.get("run", {}).get("seconds", 0.0) for p in parts), 3)}
+    merged = {
+        "settings": settings,
+        "processes": len(parts),
+        "shards": dict(sorted(shards.items())),
+        "totals": summarize(shards.values()),
+        "seconds": round(sum(p.get("run", {}).get("seconds", 0.0) for p in parts), 3),
+    }
     _write_json(manifest_path(out), merged)
     return merged

@@ -48,7 +48,8 @@ import jax
 import msgpack
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from regionedit_jax import images as image_ops
@@ -58,8 +59,14 @@ from regionedit_jax.towers.text import TextEncoder
 REASONS = ("bad_record", "bad_image", "bad_size", "extreme_aspect", "bad_text")
 CROPS = ("center", "pad")
 _SKIPPED = "_skipped"  # the per-batch tally of skipped records, [len(REASONS)] int64
-_RECORD_ERRORS = (records.RecordError, msgpack.exceptions.UnpackException, ValueError, TypeError,
-                  KeyError, AttributeError)
+_RECORD_ERRORS = (
+    records.RecordError,
+    msgpack.exceptions.UnpackException,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+)
 
 
 class BadData(ValueError):
@@ -95,8 +102,9 @@ def fit(image: Image.Image, size: int, crop: str = "center", fill: int = 0) -> I
     return canvas
 
 
-def load_rgb(data: bytes, size: int, crop: str = "center", fill: int = 0, min_side: int = 1,
-             max_aspect: float = float("inf")) -> np.ndarray:
+def load_rgb(
+    data: bytes, size: int, crop: str = "center", fill: int = 0, min_side: int = 1, max_aspect: float = float("inf")
+) -> np.ndarray:
     """Encoded image bytes -> [size, size, 3] uint8 RGB; raises ``BadData`` for images to skip.
 
     Decoding is ``images.decode`` (the project's one decoder); the size checks read only the
@@ -150,13 +158,16 @@ class _Prepare(grain.transforms.Map):
         try:
             if not isinstance(record.image, bytes):
                 raise BadData("bad_record", f"image field is {type(record.image).__name__}, not bytes")
-            texts = {f: _clean_text(getattr(record, f), f)
-                     for f in ("caption", "target_caption", "instruction")}
+            texts = {f: _clean_text(getattr(record, f), f) for f in ("caption", "target_caption", "instruction")}
             image = load_rgb(record.image, self.size, self.crop, self.fill, self.min_side, self.max_aspect)
         except BadData as e:
             return _Skip(e.reason, str(record.id), str(e))
-        return {"image": image, "caption": texts["caption"], "target": texts["target_caption"],
-                "instruction": texts["instruction"]}
+        return {
+            "image": image,
+            "caption": texts["caption"],
+            "target": texts["target_caption"],
+            "instruction": texts["instruction"],
+        }
 
 
 # --------------------------------------------------------------------------- batching
@@ -171,8 +182,15 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 class _BatchIterator(grain.DatasetIterator):
     """Drops and tallies skipped records, tokenizes the texts, stacks ``batch_size`` examples."""
 
-    def __init__(self, parent, batch_size: int, drop_remainder: bool, clip: TextEncoder, t5: TextEncoder,
-                 prompt: Callable[[Sequence[str]], np.ndarray] | None):
+    def __init__(
+        self,
+        parent,
+        batch_size: int,
+        drop_remainder: bool,
+        clip: TextEncoder,
+        t5: TextEncoder,
+        prompt: Callable[[Sequence[str]], np.ndarray] | None,
+    ):
         super().__init__(parent)
         self._batch_size, self._drop_remainder = batch_size, drop_remainder
         self._clip, self._t5, self._prompt = clip, t5, prompt
@@ -188,8 +206,7 @@ class _BatchIterator(grain.DatasetIterator):
                 raise
             if isinstance(item, _Skip):
                 tally[REASONS.index(item.reason)] += 1
-                logging.log_every_n_seconds(logging.WARNING, "skipping record %s (%s)", 60,
-                                            item.id, item.message)
+                logging.log_every_n_seconds(logging.WARNING, "skipping record %s (%s)", 60, item.id, item.message)
                 continue
             examples.append(item)
         return self._collate(examples, tally)
@@ -198,11 +215,16 @@ class _BatchIterator(grain.DatasetIterator):
         clip_c = self._clip([e["caption"] for e in examples])
         clip_t = self._clip([e["target"] for e in examples])
         t5 = self._t5([e["instruction"] for e in examples])
-        batch = {"image": np.stack([e["image"] for e in examples]),
-                 "clip_caption_ids": clip_c[0], "clip_caption_mask": clip_c[1],
-                 "clip_target_ids": clip_t[0], "clip_target_mask": clip_t[1],
-                 "t5_ids": t5[0], "t5_mask": t5[1],
-                 "valid": np.ones(len(examples), bool)}
+        batch = {
+            "image": np.stack([e["image"] for e in examples]),
+            "clip_caption_ids": clip_c[0],
+            "clip_caption_mask": clip_c[1],
+            "clip_target_ids": clip_t[0],
+            "clip_target_mask": clip_t[1],
+            "t5_ids": t5[0],
+            "t5_mask": t5[1],
+            "valid": np.ones(len(examples), bool),
+        }
         if self._prompt is not None:
             batch["prompt_ids"] = np.asarray(self._prompt([e["target"] for e in examples]), np.int32)
         batch = {k: _pad_rows(v, self._batch_size) for k, v in batch.items()}
@@ -217,8 +239,15 @@ class _BatchIterator(grain.DatasetIterator):
 
 
 class _BatchDataset(grain.IterDataset):
-    def __init__(self, parent: grain.IterDataset, batch_size: int, drop_remainder: bool,
-                 clip: TextEncoder, t5: TextEncoder, prompt: Callable[[Sequence[str]], np.ndarray] | None):
+    def __init__(
+        self,
+        parent: grain.IterDataset,
+        batch_size: int,
+        drop_remainder: bool,
+        clip: TextEncoder,
+        t5: TextEncoder,
+        prompt: Callable[[Sequence[str]], np.ndarray] | None,
+    ):
         super().__init__(parent)
         self._args = (batch_size, drop_remainder, clip, t5, prompt)
 
@@ -265,14 +294,31 @@ class _PipelineDataset(grain.IterDataset):
 # --------------------------------------------------------------------------- the dataset
 
 
-def make_dataset(data_dir_or_paths: str | Sequence[str], *, image_size: int, global_batch_size: int,
-                 clip_tokenizer: Any, t5_tokenizer: Any, seed: int,
-                 prompt_tokenizer: Callable[[Sequence[str]], np.ndarray] | None = None, clip_max_length: int = 77,
-                 t5_max_length: int = 77, shuffle: bool = True, num_epochs: int | None = None,
-                 crop: str = "center", fill: int = 0, min_side: int = 32, max_aspect: float = 4.0,
-                 drop_remainder: bool = True, worker_count: int = 0, worker_buffer_size: int = 2,
-                 read_threads: int = 8, read_buffer_size: int = 64, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.IterDataset:
+def make_dataset(
+    data_dir_or_paths: str | Sequence[str],
+    *,
+    image_size: int,
+    global_batch_size: int,
+    clip_tokenizer: Any,
+    t5_tokenizer: Any,
+    seed: int,
+    prompt_tokenizer: Callable[[Sequence[str]], np.ndarray] | None = None,
+    clip_max_length: int = 77,
+    t5_max_length: int = 77,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    crop: str = "center",
+    fill: int = 0,
+    min_side: int = 32,
+    max_aspect: float = 4.0,
+    drop_remainder: bool = True,
+    worker_count: int = 0,
+    worker_buffer_size: int = 2,
+    read_threads: int = 8,
+    read_buffer_size: int = 64,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
     """This host's batches (see the module docstring); iterate it for a ``PipelineIterator``.
 
     ``data_dir_or_paths``: a folder of ``*.array_record`` shards or a list of shard files.
@@ -288,17 +334,19 @@ def make_dataset(data_dir_or_paths: str | Sequence[str], *, image_size: int, glo
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}; got {crop!r}")
     if image_size <= 0 or worker_count < 0:
-        raise ValueError(f"image_size must be positive and worker_count non-negative; got "
-                         f"{image_size} and {worker_count}")
+        raise ValueError(
+            f"image_size must be positive and worker_count non-negative; got {image_size} and {worker_count}"
+        )
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     if global_batch_size <= 0 or global_batch_size % process_count:
-        raise ValueError(f"global_batch_size {global_batch_size} must be a positive multiple of the "
-                         f"process count {process_count}: each host loads an equal share")
-    paths = records.shard_paths(data_dir_or_paths) if isinstance(data_dir_or_paths, str) \
-        else list(data_dir_or_paths)
+        raise ValueError(
+            f"global_batch_size {global_batch_size} must be a positive multiple of the "
+            f"process count {process_count}: each host loads an equal share"
+        )
+    paths = records.shard_paths(data_dir_or_paths) if isinstance(data_dir_or_paths, str) else list(data_dir_or_paths)
     if not paths:
         raise FileNotFoundError("no shard paths given")
 
@@ -309,12 +357,18 @@ def make_dataset(data_dir_or_paths: str | Sequence[str], *, image_size: int, glo
     ds = ds.repeat(num_epochs)
     ds = ds.map(_Prepare(image_size, crop, fill, min_side, max_aspect))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer_size))
-    it = _BatchDataset(it, global_batch_size // process_count, drop_remainder,
-                       TextEncoder(clip_tokenizer, clip_max_length, "CLIP"), TextEncoder(t5_tokenizer, t5_max_length, "T5"),
-                       prompt_tokenizer)
+    it = _BatchDataset(
+        it,
+        global_batch_size // process_count,
+        drop_remainder,
+        TextEncoder(clip_tokenizer, clip_max_length, "CLIP"),
+        TextEncoder(t5_tokenizer, t5_max_length, "T5"),
+        prompt_tokenizer,
+    )
     if worker_count:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                         per_worker_buffer_size=worker_buffer_size))
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=worker_buffer_size)
+        )
     return _PipelineDataset(it)
 
 

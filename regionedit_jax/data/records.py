@@ -55,8 +55,10 @@ def encode(record: Record) -> bytes:
     out = {name: getattr(record, name) for name in _FIELDS}
     out["schema"] = SCHEMA_VERSION
     if record.features:
-        out["features"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": np.ascontiguousarray(v).tobytes()}
-                           for k, v in record.features.items()}
+        out["features"] = {
+            k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": np.ascontiguousarray(v).tobytes()}
+            for k, v in record.features.items()
+        }
     return msgpack.packb(out, use_bin_type=True)
 
 
@@ -67,13 +69,16 @@ def decode(data: bytes) -> Record:
     except (msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError, ValueError) as e:
         raise RecordError(f"not a training record ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA_VERSION:
-        raise RecordError(f"record schema {raw.get('schema') if isinstance(raw, dict) else '?'} is not "
-                          f"{SCHEMA_VERSION}; rewrite the shards with launch/prepare_data.py")
+        raise RecordError(
+            f"record schema {raw.get('schema') if isinstance(raw, dict) else '?'} is not "
+            f"{SCHEMA_VERSION}; rewrite the shards with launch/prepare_data.py"
+        )
     missing = [f for f in _FIELDS if f not in raw]
     if missing:
         raise RecordError(f"record {raw.get('id', '?')!r} lacks fields {missing}")
-    features = {k: np.frombuffer(v["data"], dtype=v["dtype"]).reshape(v["shape"])
-                for k, v in raw.get("features", {}).items()}
+    features = {
+        k: np.frombuffer(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in raw.get("features", {}).items()
+    }
     return Record(**{f: raw[f] for f in _FIELDS}, features=features)
 
 
@@ -99,8 +104,10 @@ def shard_paths(data_dir: str) -> list[str]:
     """The finished shards of a dataset folder, sorted; a clear error when there are none."""
     paths = sorted(glob.glob(os.path.join(data_dir, "*.array_record")))
     if not paths:
-        raise FileNotFoundError(f"no *.array_record shards in {data_dir!r}; write them with "
-                                "python launch/prepare_data.py --source ... --out DIR")
+        raise FileNotFoundError(
+            f"no *.array_record shards in {data_dir!r}; write them with "
+            "python launch/prepare_data.py --source ... --out DIR"
+        )
     return paths
 
 

@@ -39,9 +39,7 @@ SCHEMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "
 _SCHEME_RE = re.compile(r"^([A-Za-z][\w.+-]+):(.*)$")
 _EXPECTED = "expected one of skimage:, sklearn:, matplotlib:, or a file path"
 # Names in skimage.data.__all__ that are not image loaders.
-_SKIMAGE_NOT_IMAGES = frozenset(
-    {"data_dir", "download_all", "file_hash", "lbp_frontal_face_cascade_filename"}
-)
+_SKIMAGE_NOT_IMAGES = frozenset({"data_dir", "download_all", "file_hash", "lbp_frontal_face_cascade_filename"})
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff"})
 _ROW_KEYS = ("id", "source", "caption", "instructions", "license")
 _INSTRUCTION_KEYS = ("instruction", "target_caption")
@@ -159,9 +157,7 @@ def _import(module: str, scheme: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         package = SCHEMES[scheme]
-        raise ModuleNotFoundError(
-            f"{scheme}: images need the {package} package: pip install {package}"
-        ) from err
+        raise ModuleNotFoundError(f"{scheme}: images need the {package} package: pip install {package}") from err
 
 
 def _load_skimage(name: str) -> np.ndarray:
@@ -196,7 +192,5 @@ def _load_matplotlib(name: str) -> np.ndarray:
     if path.suffix.lower() not in _IMAGE_SUFFIXES or not path.is_file():
         folder = Path(importlib.import_module("matplotlib").get_data_path()) / "sample_data"
         images = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-        raise ValueError(
-            f"unknown matplotlib sample image {name!r}; matplotlib ships: {', '.join(images)}"
-        )
+        raise ValueError(f"unknown matplotlib sample image {name!r}; matplotlib ships: {', '.join(images)}")
     return image_ops.decode(path)

@@ -50,8 +50,10 @@ SOURCE_ERRORS: dict[str, str] = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-_SPEC_HELP = ("samples, jsonl:PATH (or PATH.jsonl), folder:DIR, webdataset:GLOB (or GLOB.tar), "
-              "tfds:NAME[:split], hf:ID_OR_PATH[:split], shapes:N[:split]")
+_SPEC_HELP = (
+    "samples, jsonl:PATH (or PATH.jsonl), folder:DIR, webdataset:GLOB (or GLOB.tar), "
+    "tfds:NAME[:split], hf:ID_OR_PATH[:split], shapes:N[:split]"
+)
 
 ImageData = bytes | Image.Image | np.ndarray | None
 
@@ -94,8 +96,9 @@ class Source(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def iter_local(self, want: Callable[[int], bool] | None = None,
-                   stop: int | None = None) -> Iterator[tuple[int, Pair]]:
+    def iter_local(
+        self, want: Callable[[int], bool] | None = None, stop: int | None = None
+    ) -> Iterator[tuple[int, Pair]]:
         """(local index, pair) for this process's items with local index < stop where want(j);
         items not wanted are skipped without loading their image."""
 
@@ -131,21 +134,23 @@ def _read_bytes(path: Path, key: str, origin: str) -> bytes | Pair:
 
 # JSONL manifests and the bundled samples ------------------------------------------------------
 
+
 class JsonlSource(IndexedSource):
     """Rows {"image": path, "caption": text} (paths relative to the manifest's folder), or the
     samples format {"source": locator, "caption": text}; the key is the row's "id" or "key",
     else its line number."""
 
-    def __init__(self, path: str | os.PathLike[str], *, image_field: str | None = None,
-                 caption_field: str = "caption", **kw: Any) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, image_field: str | None = None, caption_field: str = "caption", **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"JSONL manifest not found: {self.path}")
         self.image_field, self.caption_field = image_field, caption_field
-        self._lines = [(n, line) for n, line in
-                       enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1)
-                       if line.strip()]
+        self._lines = [
+            (n, line) for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
+        ]
 
     def _count(self) -> int:
         return len(self._lines)
@@ -171,8 +176,7 @@ class JsonlSource(IndexedSource):
             return image if isinstance(image, Pair) else Pair(key, image, caption, origin)
         locator = row.get("source")
         if not isinstance(locator, str) or not locator:
-            return _failed(key, origin, "missing_image",
-                           f"line {number} has no 'image' or 'source'")
+            return _failed(key, origin, "missing_image", f"line {number} has no 'image' or 'source'")
         return self._load_locator(locator, key, caption, origin)
 
     def _load_locator(self, locator: str, key: str, caption: Any, origin: str) -> Pair:
@@ -188,6 +192,7 @@ class JsonlSource(IndexedSource):
 
 # A folder of images with .txt captions --------------------------------------------------------
 
+
 class FolderSource(IndexedSource):
     """Image files under a folder (recursively, sorted), each captioned by a same-stem .txt."""
 
@@ -196,8 +201,7 @@ class FolderSource(IndexedSource):
         self.root = Path(root)
         if not self.root.is_dir():
             raise NotADirectoryError(f"image folder not found: {self.root}")
-        self._files = sorted(p for p in self.root.rglob("*")
-                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self._files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
     def _count(self) -> int:
         return len(self._files)
@@ -216,6 +220,7 @@ class FolderSource(IndexedSource):
 
 # img2dataset WebDataset tars, streamed ---------------------------------------------------------
 
+
 def expand_braces(pattern: str) -> list[str]:
     """Expand {a..b} numeric ranges (zero padding kept) and {x,y} lists, left to right."""
     match = re.search(r"\{([^{}]*)\}", pattern)
@@ -231,7 +236,7 @@ def expand_braces(pattern: str) -> list[str]:
         options = body.split(",")
     else:
         options = ["{" + body + "}"]
-    head, tail = pattern[: match.start()], pattern[match.end():]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
     return [head + option + rest for option in options for rest in expand_braces(tail)]
 
 
@@ -267,8 +272,7 @@ class WebDatasetSource(Source):
             if end is not None and position >= end:
                 return
 
-    def _read_tar(self, path: str, first: int, end: int | None,
-                  wanted: Callable[[int], bool]) -> Iterator[Pair | None]:
+    def _read_tar(self, path: str, first: int, end: int | None, wanted: Callable[[int], bool]) -> Iterator[Pair | None]:
         """One pair (None when not wanted) per key from position `first` on, in archive order,
         stopping before position `end`."""
         name = os.path.basename(path)
@@ -295,8 +299,9 @@ class WebDatasetSource(Source):
                 yield self._pair(name, key, members) if wanted(position) else None
             if end is None or position + 1 < end:
                 bad = f"{name}:broken"
-                yield (_failed(bad, f"webdataset:{bad}", "read_error", f"{path}: {err}")
-                       if wanted(position + 1) else None)
+                yield (
+                    _failed(bad, f"webdataset:{bad}", "read_error", f"{path}: {err}") if wanted(position + 1) else None
+                )
             return
         if key is not None:
             yield self._pair(name, key, members) if wanted(position) else None
@@ -314,14 +319,14 @@ class WebDatasetSource(Source):
             if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
                 caption = meta["caption"]
         if image is None:
-            return _failed(key, origin, "missing_image",
-                           f"no {'/'.join(_WDS_IMAGE_EXTS)} member for key {key!r}")
+            return _failed(key, origin, "missing_image", f"no {'/'.join(_WDS_IMAGE_EXTS)} member for key {key!r}")
         if caption is None:
             return Pair(key, image, None, origin, "missing_caption: no .txt member")
         return Pair(key, image, caption, origin)
 
 
 # tensorflow-datasets (ArrayRecord, no TensorFlow) ----------------------------------------------
+
 
 def _feature_path(features: Any, path: str) -> Any:
     node = features
@@ -360,9 +365,16 @@ class TfdsSource(IndexedSource):
     named like "image", else the first by name; the Text named like caption/text, else the first
     by name ("a/b" names a nested feature)."""
 
-    def __init__(self, name: str, split: str = "train", *, data_dir: str | None = None,
-                 image_feature: str | None = None, caption_feature: str | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        split: str = "train",
+        *,
+        data_dir: str | None = None,
+        image_feature: str | None = None,
+        caption_feature: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         import tensorflow_datasets as tfds
 
@@ -376,15 +388,16 @@ class TfdsSource(IndexedSource):
             if builder is None or not builder.is_prepared():
                 raise FileNotFoundError(
                     f"tfds dataset {name!r} is not prepared under data_dir={data_dir!r}; prepare "
-                    "it there (or pass its version folder as tfds:DIR)")
+                    "it there (or pass its version folder as tfds:DIR)"
+                )
         features = builder.info.features
-        self.image_feature = image_feature or _pick_feature(
-            features, tfds.features.Image, "image")
-        self.caption_feature = caption_feature or _pick_feature(
-            features, tfds.features.Text, "caption|text")
+        self.image_feature = image_feature or _pick_feature(features, tfds.features.Image, "image")
+        self.caption_feature = caption_feature or _pick_feature(features, tfds.features.Text, "caption|text")
         if not self.image_feature or not self.caption_feature:
-            raise ValueError(f"cannot tell the image and caption features of {builder.info.name}"
-                             f" ({features}); pass image_feature= and caption_feature=")
+            raise ValueError(
+                f"cannot tell the image and caption features of {builder.info.name}"
+                f" ({features}); pass image_feature= and caption_feature="
+            )
         decoders = None
         if isinstance(_feature_path(features, self.image_feature), tfds.features.Image):
             decoders = _nested(self.image_feature, tfds.decode.SkipDecoding())
@@ -393,8 +406,10 @@ class TfdsSource(IndexedSource):
         except (ValueError, KeyError) as err:
             raise ValueError(f"tfds dataset {builder.info.name}: {err}") from None
         except NotImplementedError as err:  # prepared as TFRecord: no random access
-            raise ValueError(f"tfds dataset {builder.info.name} is not stored as ArrayRecord; "
-                             "prepare it with file_format='array_record'") from err
+            raise ValueError(
+                f"tfds dataset {builder.info.name} is not stored as ArrayRecord; "
+                "prepare it with file_format='array_record'"
+            ) from err
         self.tag = f"tfds:{builder.info.name}/{split}"
 
     def _count(self) -> int:
@@ -416,6 +431,7 @@ class TfdsSource(IndexedSource):
 
 # Hugging Face datasets -------------------------------------------------------------------------
 
+
 def saved_split(root: Path, split: str, what: str):
     """``split`` of a ``save_to_disk`` folder, or None when ``root`` is not one."""
     import datasets
@@ -433,12 +449,13 @@ def saved_split(root: Path, split: str, what: str):
 def parquet_split_files(root: Path, split: str) -> list[str]:
     """Parquet files of `split` under a folder: '<split>-*.parquet' files or a <split>/ folder."""
     files = sorted(root.rglob("*.parquet"))
-    mine = [p for p in files if p.name.split("-")[0].split(".")[0] == split
-            or split in p.relative_to(root).parts[:-1]]
+    mine = [p for p in files if p.name.split("-")[0].split(".")[0] == split or split in p.relative_to(root).parts[:-1]]
     if not mine:
         found = sorted({p.name.split("-")[0].split(".")[0] for p in files})
-        raise FileNotFoundError(f"no parquet files for split {split!r} under {root} (the files there name "
-                                f"the splits {found}); the hub layout is data/{split}-00000-of-00001.parquet.")
+        raise FileNotFoundError(
+            f"no parquet files for split {split!r} under {root} (the files there name "
+            f"the splits {found}); the hub layout is data/{split}-00000-of-00001.parquet."
+        )
     return [str(p) for p in mine]
 
 
@@ -446,29 +463,46 @@ class HfSource(IndexedSource):
     """A Hugging Face dataset: a save_to_disk folder, a folder of parquet files (the hub layout
     data/<split>-00000-of-00001.parquet), or a hub id read offline from the local cache."""
 
-    def __init__(self, path: str, split: str = "train", *, image_column: str | None = None,
-                 caption_column: str | None = None, cache_dir: str | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        path: str,
+        split: str = "train",
+        *,
+        image_column: str | None = None,
+        caption_column: str | None = None,
+        cache_dir: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         import datasets
 
         root = Path(path)
         data = saved_split(root, split, "the dataset")
         if data is None and root.is_dir():
-            data = datasets.load_dataset("parquet", data_files={split: parquet_split_files(root, split)},
-                                         split=split, cache_dir=cache_dir)
+            data = datasets.load_dataset(
+                "parquet", data_files={split: parquet_split_files(root, split)}, split=split, cache_dir=cache_dir
+            )
         elif data is None:
             data = datasets.load_dataset(path, split=split, cache_dir=cache_dir)
         self.image_column = image_column or next(
-            (name for name, f in data.features.items() if isinstance(f, datasets.Image)), None)
+            (name for name, f in data.features.items() if isinstance(f, datasets.Image)), None
+        )
         self.caption_column = caption_column or next(
-            (name for name, f in data.features.items()
-             if isinstance(f, datasets.Value) and f.dtype in ("string", "large_string")
-             and re.search("caption|text", name, re.IGNORECASE)), None)
+            (
+                name
+                for name, f in data.features.items()
+                if isinstance(f, datasets.Value)
+                and f.dtype in ("string", "large_string")
+                and re.search("caption|text", name, re.IGNORECASE)
+            ),
+            None,
+        )
         for what, column in (("image", self.image_column), ("caption", self.caption_column)):
             if column is None or column not in data.features:
-                raise ValueError(f"cannot find the {what} column of {path} (columns "
-                                 f"{list(data.features)}); pass {what}_column= (--{what}_field)")
+                raise ValueError(
+                    f"cannot find the {what} column of {path} (columns "
+                    f"{list(data.features)}); pass {what}_column= (--{what}_field)"
+                )
         data = data.select_columns([self.image_column, self.caption_column])
         if isinstance(data.features[self.image_column], datasets.Image):
             data = data.cast_column(self.image_column, datasets.Image(decode=False))
@@ -503,6 +537,7 @@ class HfSource(IndexedSource):
 
 # The shapes world ------------------------------------------------------------------------------
 
+
 class ShapesSource(IndexedSource):
     """The first `count` edits of a split of the shapes world (`worlds.examples`, seed 0): the
     image is a PNG of the source scene rendered with a texture key from its index, the caption
@@ -513,8 +548,7 @@ class ShapesSource(IndexedSource):
         from regionedit_jax.worlds.edits import SPLITS
 
         if count < 0 or split not in SPLITS:
-            raise ValueError(f"expected shapes:N[:split] with N >= 0 and split in {SPLITS}, got "
-                             f"{count}:{split}")
+            raise ValueError(f"expected shapes:N[:split] with N >= 0 and split in {SPLITS}, got {count}:{split}")
         self.count, self.split = count, split
 
     def _count(self) -> int:
@@ -530,9 +564,13 @@ class ShapesSource(IndexedSource):
         key = jax.random.fold_in(jax.random.PRNGKey(edits.SPLITS.index(self.split)), position)
         buffer = io.BytesIO()
         Image.fromarray(render.render_scene(edit.source, key)).save(buffer, format="PNG")
-        return Pair(str(position), buffer.getvalue(), edit.source_caption,
-                    f"shapes:{self.split}/{position}",
-                    edit=Edit(edit.instruction, edit.target_caption, edit.kind))
+        return Pair(
+            str(position),
+            buffer.getvalue(),
+            edit.source_caption,
+            f"shapes:{self.split}/{position}",
+            edit=Edit(edit.instruction, edit.target_caption, edit.kind),
+        )
 
 
 # Specs ----------------------------------------------------------------------------------------
@@ -556,9 +594,16 @@ def _hf_name_and_split(rest: str, split: str | None) -> tuple[str, str]:
     return name, split or named
 
 
-def open_source(spec: str, *, shard_index: int = 0, num_shards: int = 1,
-                image_field: str | None = None, caption_field: str | None = None,
-                split: str | None = None, **kw: Any) -> Source:
+def open_source(
+    spec: str,
+    *,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    image_field: str | None = None,
+    caption_field: str | None = None,
+    split: str | None = None,
+    **kw: Any,
+) -> Source:
     """Open the pair source a spec names (module docstring). `image_field`/`caption_field` name
     the JSONL keys, tfds features or HF columns; other options (data_dir=, cache_dir=) go to the
     source."""
@@ -602,4 +647,3 @@ def open_source(spec: str, *, shard_index: int = 0, num_shards: int = 1,
             raise ValueError(f"expected shapes:N[:split], got {spec!r}")
         return ShapesSource(int(count), split or named or "train", **shard)
     raise ValueError(f"unknown source spec {spec!r}; expected one of: {_SPEC_HELP}")
-

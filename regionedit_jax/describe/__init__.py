@@ -51,9 +51,7 @@ def _as_dict(config: Any) -> dict[str, Any]:
         return dict(config.to_dict())
     if isinstance(config, Mapping):
         return dict(config)
-    raise TypeError(
-        f"make() takes a backend name, a mapping or a ConfigDict, got {type(config).__name__}"
-    )
+    raise TypeError(f"make() takes a backend name, a mapping or a ConfigDict, got {type(config).__name__}")
 
 
 def make(config_or_name: Any = "rules", **kwargs: Any) -> Describer:
@@ -75,9 +73,7 @@ def make(config_or_name: Any = "rules", **kwargs: Any) -> Describer:
         options = _as_dict(config_or_name)
         name = options.pop("backend", None) or options.pop("name", None)
         if not isinstance(name, str):
-            raise ValueError(
-                f"the describe config names no backend: set 'backend' to one of {sorted(BACKENDS)}"
-            )
+            raise ValueError(f"the describe config names no backend: set 'backend' to one of {sorted(BACKENDS)}")
         options.pop("name", None)
     if name not in BACKENDS:
         raise ValueError(f"unknown describe backend {name!r}; choose from {sorted(BACKENDS)}")
@@ -88,7 +84,5 @@ def make(config_or_name: Any = "rules", **kwargs: Any) -> Describer:
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(
-            f"unknown option(s) {unknown} for describe backend {name!r}; accepted: {accepted}"
-        )
+        raise TypeError(f"unknown option(s) {unknown} for describe backend {name!r}; accepted: {accepted}")
     return cls(**options)

@@ -52,10 +52,7 @@ class UnsupportedRoleError(NotImplementedError):
 
     def __init__(self, backend: str, role: str, supported_by: Sequence[str]) -> None:
         others = ", ".join(repr(name) for name in supported_by) or "no registered backend"
-        super().__init__(
-            f"the {backend!r} describe backend does not support {role!r}; "
-            f"backends that do: {others}"
-        )
+        super().__init__(f"the {backend!r} describe backend does not support {role!r}; backends that do: {others}")
         self.backend = backend
         self.role = role
 
@@ -108,9 +105,7 @@ class Describer:
     def caption(self, images: Sequence[Any], *, on_error: Literal["raise"] = ...) -> list[str]: ...
 
     @overload
-    def caption(
-        self, images: Sequence[Any], *, on_error: Literal["return"]
-    ) -> list[str | DescribeError]: ...
+    def caption(self, images: Sequence[Any], *, on_error: Literal["return"]) -> list[str | DescribeError]: ...
 
     def caption(self, images: Sequence[Any], *, on_error: OnError = "raise") -> list[Any]:
         """Describe each image (numpy HWC in [0, 1], uint8, or PIL) in one sentence.
@@ -150,26 +145,19 @@ class Describer:
         sources, edits = list(source_captions), list(instructions)
         if len(sources) != len(edits):
             raise ValueError(
-                f"rewrite needs one instruction per caption, got {len(sources)} captions "
-                f"and {len(edits)} instructions"
+                f"rewrite needs one instruction per caption, got {len(sources)} captions and {len(edits)} instructions"
             )
-        return self._batch(
-            lambda pair: self._rewrite_one(*pair), list(zip(sources, edits, strict=True)), on_error
-        )
+        return self._batch(lambda pair: self._rewrite_one(*pair), list(zip(sources, edits, strict=True)), on_error)
 
     @overload
-    def write_instructions(
-        self, captions: Sequence[str], *, on_error: Literal["raise"] = ...
-    ) -> list[Edit]: ...
+    def write_instructions(self, captions: Sequence[str], *, on_error: Literal["raise"] = ...) -> list[Edit]: ...
 
     @overload
     def write_instructions(
         self, captions: Sequence[str], *, on_error: Literal["return"]
     ) -> list[Edit | DescribeError]: ...
 
-    def write_instructions(
-        self, captions: Sequence[str], *, on_error: OnError = "raise"
-    ) -> list[Any]:
+    def write_instructions(self, captions: Sequence[str], *, on_error: OnError = "raise") -> list[Any]:
         """One Edit (instruction, target caption) per plain caption, for building training data."""
         self._require("write_instructions")
         return self._batch(self._write_one, list(captions), on_error)

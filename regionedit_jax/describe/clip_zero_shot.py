@@ -15,8 +15,20 @@ import numpy as np
 from regionedit_jax.describe.base import DescribeError, Describer
 from regionedit_jax.describe.vocab import _NOUN_GROUP
 
-_SCENES = ("landscape", "city street", "beach", "forest", "mountain", "room", "kitchen", "garden",
-           "portrait", "night sky", "field", "lake")
+_SCENES = (
+    "landscape",
+    "city street",
+    "beach",
+    "forest",
+    "mountain",
+    "room",
+    "kitchen",
+    "garden",
+    "portrait",
+    "night sky",
+    "field",
+    "lake",
+)
 
 
 class ClipCaptioner(Describer):
@@ -25,8 +37,7 @@ class ClipCaptioner(Describer):
     name: ClassVar[str] = "clip"
     roles: ClassVar[frozenset[str]] = frozenset({"caption"})
 
-    def __init__(self, clip: Any = None, labels: Sequence[str] | None = None,
-                 template: str = "a photo of a {}"):
+    def __init__(self, clip: Any = None, labels: Sequence[str] | None = None, template: str = "a photo of a {}"):
         if clip is None:
             raise ValueError("the clip describe backend needs the loaded CLIP tower: make('clip', clip=tower)")
         self.labels = list(labels) if labels else sorted(set(_NOUN_GROUP) | set(_SCENES))

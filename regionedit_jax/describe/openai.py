@@ -78,15 +78,11 @@ def _png(pixels: np.ndarray) -> bytes:
         pixels = pixels[:, :, None]
     height, width, channels = pixels.shape
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = np.concatenate(
-        [np.zeros((height, 1), np.uint8), pixels.reshape(height, width * channels)], axis=1
-    )
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, width * channels)], axis=1)
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         body = tag + data
-        return (
-            struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-        )
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return (
@@ -119,9 +115,7 @@ def image_data_url(image: Any) -> str:
         except (TypeError, ValueError) as err:
             raise DescribeError("bad_image", f"cannot read image: {err}") from err
         if (pixels.ndim == 3 and pixels.shape[-1] not in (1, 2, 3, 4)) or pixels.ndim not in (2, 3):
-            raise DescribeError(
-                "bad_image", f"image must be [H, W] or [H, W, C<=4], got shape {pixels.shape}"
-            )
+            raise DescribeError("bad_image", f"image must be [H, W] or [H, W, C<=4], got shape {pixels.shape}")
         if pixels.size == 0:
             raise DescribeError("bad_image", "image is empty")
         if pixels.dtype != np.uint8:
@@ -142,9 +136,7 @@ def parse_answer(content: Any, fields: tuple[str, ...]) -> dict[str, str]:
     "bad_json" or "bad_schema".
     """
     if not isinstance(content, str):
-        raise DescribeError(
-            "bad_json", f"the answer has no text content (got {type(content).__name__})"
-        )
+        raise DescribeError("bad_json", f"the answer has no text content (got {type(content).__name__})")
     text = content.strip()
     if text.startswith("```"):
         text = text.strip("`").strip()
@@ -152,9 +144,7 @@ def parse_answer(content: Any, fields: tuple[str, ...]) -> dict[str, str]:
     try:
         answer = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DescribeError(
-            "bad_json", f"the answer is not JSON ({err.msg}): {content[:200]!r}"
-        ) from err
+        raise DescribeError("bad_json", f"the answer is not JSON ({err.msg}): {content[:200]!r}") from err
     if not isinstance(answer, dict):
         raise DescribeError("bad_json", f"the answer is JSON but not an object: {content[:200]!r}")
     if isinstance(answer.get("error"), str) and not any(answer.get(f) for f in fields):
@@ -163,9 +153,7 @@ def parse_answer(content: Any, fields: tuple[str, ...]) -> dict[str, str]:
     for field in fields:
         value = answer.get(field)
         if not isinstance(value, str) or not value.strip():
-            raise DescribeError(
-                "bad_schema", f"the answer lacks a non-empty string {field!r}: {content[:200]!r}"
-            )
+            raise DescribeError("bad_schema", f"the answer lacks a non-empty string {field!r}: {content[:200]!r}")
         out[field] = " ".join(value.split())
     return out
 
@@ -256,9 +244,7 @@ class OpenAIDescriber(Describer):
 
     def _write_one(self, caption: Any) -> Edit:
         text = check_text(caption, "caption")
-        answer = self._ask(
-            self.model, INSTRUCTION_PROMPT, f"Caption: {text}", ("instruction", "target_caption")
-        )
+        answer = self._ask(self.model, INSTRUCTION_PROMPT, f"Caption: {text}", ("instruction", "target_caption"))
         return Edit(answer["instruction"], answer["target_caption"], "model")
 
     def _map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
@@ -283,9 +269,7 @@ class OpenAIDescriber(Describer):
         }
         if self.seed is not None:
             body["seed"] = self.seed
-        key = hashlib.sha256(
-            json.dumps({"v": CACHE_VERSION, "body": body}, sort_keys=True).encode("utf-8")
-        ).hexdigest()
+        key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "body": body}, sort_keys=True).encode("utf-8")).hexdigest()
         cached = self._cache_get(key)
         if cached is not None:
             return parse_answer(cached, fields)
@@ -299,9 +283,7 @@ class OpenAIDescriber(Describer):
                     self._cache_put(key, content)
                     raise
                 if attempt > self.max_retries:
-                    raise DescribeError(
-                        err.reason, f"{err.message} (after {attempt} attempts)"
-                    ) from None
+                    raise DescribeError(err.reason, f"{err.message} (after {attempt} attempts)") from None
                 log.warning("%s: malformed answer (attempt %d): %s", self.url, attempt, err)
                 attempt += 1
                 continue
@@ -329,9 +311,7 @@ class OpenAIDescriber(Describer):
             if attempt:
                 self._sleep(attempt, problem, retry_after)
                 retry_after = None
-            request = urllib.request.Request(
-                self.url, data=data, headers=self._headers(), method="POST"
-            )
+            request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     raw = response.read()
@@ -356,9 +336,7 @@ class OpenAIDescriber(Describer):
                 problem = f"connection failed ({type(err).__name__}: {err})"
                 continue
             return self._content(raw)
-        raise BackendError(
-            f"{self.url}: {self._redact(problem)} (gave up after {self.max_retries + 1} attempts)"
-        )
+        raise BackendError(f"{self.url}: {self._redact(problem)} (gave up after {self.max_retries + 1} attempts)")
 
     def _content(self, raw: bytes) -> Any:
         try:
@@ -367,8 +345,7 @@ class OpenAIDescriber(Describer):
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as err:
             preview = self._redact(raw[:200].decode("utf-8", "replace"))
             raise BackendError(
-                f"{self.url} did not answer in the chat-completions format "
-                f"({type(err).__name__}): {preview!r}"
+                f"{self.url} did not answer in the chat-completions format ({type(err).__name__}): {preview!r}"
             ) from None
 
     def _sleep(self, attempt: int, problem: str, retry_after: float | None) -> None:
@@ -378,9 +355,7 @@ class OpenAIDescriber(Describer):
         else:
             delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
             delay *= 1.0 + 0.1 * random.random()
-        log.warning(
-            "%s: %s; retry %d/%d in %.2f s", self.url, problem, attempt, self.max_retries, delay
-        )
+        log.warning("%s: %s; retry %d/%d in %.2f s", self.url, problem, attempt, self.max_retries, delay)
         time.sleep(delay)
 
     # Cache ------------------------------------------------------------------------------------

@@ -21,15 +21,13 @@ from dataclasses import dataclass
 
 from regionedit_jax.describe.base import DescribeError, Describer, Edit, check_text
 from regionedit_jax.describe.vocab import (
-    COLOURS,
-    DETERMINERS,
     _ACTIONS,
     _ADD_OBJECTS,
     _BACKGROUNDS,
-    _COLOURABLE,
     _COLOUR_MODIFIERS,
-    _CONDITIONS,
+    _COLOURABLE,
     _CONDITION_EDITS,
+    _CONDITIONS,
     _DEFINITE,
     _EDIT_COLOURS,
     _GENERAL,
@@ -61,6 +59,8 @@ from regionedit_jax.describe.vocab import (
     _VAGUE,
     _WEARABLES,
     _WEARERS,
+    COLOURS,
+    DETERMINERS,
 )
 
 # Text helpers ---------------------------------------------------------------------------------
@@ -294,9 +294,7 @@ def _find(caption: str, phrase: str) -> _Span | None:
 
 
 def _not_found(caption: str, phrase: str) -> DescribeError:
-    return DescribeError(
-        "not_found", f"{_core(phrase)!r} is not mentioned in the caption {caption!r}"
-    )
+    return DescribeError("not_found", f"{_core(phrase)!r} is not mentioned in the caption {caption!r}")
 
 
 # Caption operations ---------------------------------------------------------------------------
@@ -316,7 +314,7 @@ def _insert_with(caption: str, pos: int, obj: str) -> str:
     after = caption[pos:]
     m = re.match(r"\s+with\s+", after, re.I)
     if m:
-        return f"{caption[:pos]} with {obj} and {after[m.end():]}"
+        return f"{caption[:pos]} with {obj} and {after[m.end() :]}"
     return f"{caption[:pos]} with {obj}{after}"
 
 
@@ -380,8 +378,11 @@ def _exchange(caption: str, a: str, b: str, strict: bool) -> str | None:
     words_a = caption[first.match_start : first.end]
     words_b = caption[second.match_start : second.end]
     text = (
-        caption[: first.match_start] + words_b + caption[first.end : second.match_start]
-        + words_a + caption[second.end :]
+        caption[: first.match_start]
+        + words_b
+        + caption[first.end : second.match_start]
+        + words_a
+        + caption[second.end :]
     )
     shift = len(words_b) - len(words_a)
     text = _fix_article_before(text, second.match_start + shift)
@@ -668,9 +669,7 @@ Rule = Callable[[str, re.Match[str], bool], "str | None"]
 
 def _rule_add(caption: str, m: re.Match[str], strict: bool) -> str | None:
     rest = m.group("rest")
-    bg = re.fullmatch(
-        r"(?P<obj>.+?)\s+(?:in|to|into|as)\s+(?:the\s+)?(?:background|backdrop)", rest, re.I
-    )
+    bg = re.fullmatch(r"(?P<obj>.+?)\s+(?:in|to|into|as)\s+(?:the\s+)?(?:background|backdrop)", rest, re.I)
     if bg:
         obj = _with_article(_np(bg.group("obj")))
         return f"{_strip_background(caption)} with {obj} in the background"
@@ -849,16 +848,12 @@ _RULES: tuple[tuple[re.Pattern[str], Rule], ...] = tuple(
         (
             r"(?:change|set|turn|make|switch|alter)\s+(?:the\s+)?(?:colou?r|paint|shade|hue)\s+of\s+"
             r"(?P<x>.+?)\s+(?:to|into|as|to be)\s+(?P<a>.+)",
-            lambda c, m, s: _rule_colour_verb(
-                c, re.match(r"(?P<rest>.*)", f"{m.group('x')} {m.group('a')}"), s
-            ),
+            lambda c, m, s: _rule_colour_verb(c, re.match(r"(?P<rest>.*)", f"{m.group('x')} {m.group('a')}"), s),
         ),
         (
             r"(?:change|set|turn|make|switch|alter)\s+(?P<x>.+?)(?:'s|s')?\s+colou?r\s+"
             r"(?:to|into|as|to be)\s+(?P<a>.+)",
-            lambda c, m, s: _rule_colour_verb(
-                c, re.match(r"(?P<rest>.*)", f"{m.group('x')} {m.group('a')}"), s
-            ),
+            lambda c, m, s: _rule_colour_verb(c, re.match(r"(?P<rest>.*)", f"{m.group('x')} {m.group('a')}"), s),
         ),
         (
             r"(?:paint|colou?r|recolou?r|dye|tint|spray paint|repaint|turn)\s+(?P<rest>.+)",
@@ -992,9 +987,7 @@ class RulesDescriber(Describer):
         if body[:1].isupper() and result[:1].islower():
             result = result[0].upper() + result[1:]
         if result.lower() == body.lower():
-            raise DescribeError(
-                "no_change", f"instruction {text!r} does not change the caption {caption!r}"
-            )
+            raise DescribeError("no_change", f"instruction {text!r} does not change the caption {caption!r}")
         return result + ending
 
     # Instruction writing ----------------------------------------------------------------------
@@ -1009,14 +1002,10 @@ class RulesDescriber(Describer):
                 f"(max {self.max_words} words, {self.max_chars} characters)",
             )
         wordlike = [w for w in words if re.fullmatch(r"[A-Za-z][A-Za-z'-]*[,.!?;:]?", w)]
-        if re.search(r"https?:|www\.|\.(?:jpe?g|png|gif|webp)\b", caption, re.I) or (
-            len(wordlike) < 0.6 * len(words)
-        ):
+        if re.search(r"https?:|www\.|\.(?:jpe?g|png|gif|webp)\b", caption, re.I) or (len(wordlike) < 0.6 * len(words)):
             raise DescribeError("garbled", f"caption {caption!r} is mostly not words")
         if len(wordlike) < self.min_words:
-            raise DescribeError(
-                "too_short", f"caption {caption!r} has fewer than {self.min_words} words"
-            )
+            raise DescribeError("too_short", f"caption {caption!r} has fewer than {self.min_words} words")
         return caption
 
     def _write_one(self, caption: object) -> Edit:
@@ -1054,8 +1043,14 @@ class RulesDescriber(Describer):
             new = rng.choice(others)
             new = _pluralize(new) if _is_plural(word) else _with_article(new)
             template = rng.choice(
-                ("replace the {x} with {y}", "turn the {x} into {y}", "change the {x} to {y}",
-                 "make the {x} {y}", "swap the {x} for {y}", "transform the {x} into {y}")
+                (
+                    "replace the {x} with {y}",
+                    "turn the {x} into {y}",
+                    "change the {x} to {y}",
+                    "make the {x} {y}",
+                    "swap the {x} for {y}",
+                    "transform the {x} into {y}",
+                )
             )
             if template.startswith("make") and _is_plural(word):
                 template = "turn the {x} into {y}"
@@ -1068,8 +1063,7 @@ class RulesDescriber(Describer):
             colours = list(_EDIT_COLOURS)
             rng.shuffle(colours)
             template = rng.choice(
-                ("make the {x} {c}", "change the color of the {x} to {c}", "paint the {x} {c}",
-                 "turn the {x} {c}")
+                ("make the {x} {c}", "change the color of the {x} to {c}", "paint the {x} {c}", "turn the {x} {c}")
             )
             return [template.format(x=word, c=c) for c in colours[:3]]
         if kind == "remove" and len(nouns) >= 2:
@@ -1091,9 +1085,6 @@ class RulesDescriber(Describer):
             rng.shuffle(edits)
             return edits[:2]
         if kind == "background":
-            template = rng.choice(
-                ("change the background to {b}", "replace the background with {b}",
-                 "move it to {b}")
-            )
+            template = rng.choice(("change the background to {b}", "replace the background with {b}", "move it to {b}"))
             return [template.format(b=rng.choice(_BACKGROUNDS))]
         return []

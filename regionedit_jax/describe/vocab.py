@@ -18,8 +18,7 @@ DETERMINERS = frozenset(
     "six seven eight nine ten several many few all both each every".split()
 )
 _PLURAL_DETS = frozenset(
-    "some these those two three four five six seven eight nine ten several many few all "
-    "both".split()
+    "some these those two three four five six seven eight nine ten several many few all both".split()
 )
 _DEFINITE = frozenset("the this that these those his her its their my your our".split())
 _PRONOUNS = frozenset("it him her them he she they this that".split())
@@ -30,10 +29,25 @@ _STOP = frozenset(
     "like without via".split()
 )
 _IRREGULAR = {
-    "man": "men", "woman": "women", "child": "children", "person": "people", "mouse": "mice",
-    "goose": "geese", "foot": "feet", "tooth": "teeth", "knife": "knives", "leaf": "leaves",
-    "wolf": "wolves", "shelf": "shelves", "loaf": "loaves", "tomato": "tomatoes",
-    "potato": "potatoes", "cactus": "cacti", "ox": "oxen", "calf": "calves", "scarf": "scarves",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+    "person": "people",
+    "mouse": "mice",
+    "goose": "geese",
+    "foot": "feet",
+    "tooth": "teeth",
+    "knife": "knives",
+    "leaf": "leaves",
+    "wolf": "wolves",
+    "shelf": "shelves",
+    "loaf": "loaves",
+    "tomato": "tomatoes",
+    "potato": "potatoes",
+    "cactus": "cacti",
+    "ox": "oxen",
+    "calf": "calves",
+    "scarf": "scarves",
 }
 _SINGULAR = {plural: single for single, plural in _IRREGULAR.items()}
 _UNCHANGING = frozenset("sheep fish deer aircraft".split())
@@ -50,28 +64,83 @@ COLOURS = frozenset(
 )
 _COLOUR_MODIFIERS = frozenset("light dark bright pale deep pastel neon hot baby navy".split())
 _MATERIALS = {
-    "wood": "wooden", "wooden": "wooden", "wool": "woolen", "woolen": "woolen",
-    "metal": "metal", "metallic": "metallic", "steel": "steel", "iron": "iron", "glass": "glass",
-    "plastic": "plastic", "stone": "stone", "marble": "marble", "leather": "leather",
-    "paper": "paper", "brick": "brick", "concrete": "concrete", "crystal": "crystal",
-    "ice": "ice", "silk": "silk", "denim": "denim", "ceramic": "ceramic", "porcelain": "porcelain",
-    "cardboard": "cardboard", "clay": "clay", "bronze": "bronze", "copper": "copper",
-    "chocolate": "chocolate", "velvet": "velvet", "straw": "straw", "bamboo": "bamboo",
+    "wood": "wooden",
+    "wooden": "wooden",
+    "wool": "woolen",
+    "woolen": "woolen",
+    "metal": "metal",
+    "metallic": "metallic",
+    "steel": "steel",
+    "iron": "iron",
+    "glass": "glass",
+    "plastic": "plastic",
+    "stone": "stone",
+    "marble": "marble",
+    "leather": "leather",
+    "paper": "paper",
+    "brick": "brick",
+    "concrete": "concrete",
+    "crystal": "crystal",
+    "ice": "ice",
+    "silk": "silk",
+    "denim": "denim",
+    "ceramic": "ceramic",
+    "porcelain": "porcelain",
+    "cardboard": "cardboard",
+    "clay": "clay",
+    "bronze": "bronze",
+    "copper": "copper",
+    "chocolate": "chocolate",
+    "velvet": "velvet",
+    "straw": "straw",
+    "bamboo": "bamboo",
     "rubber": "rubber",
 }
 _SIZES = {
-    "big": "big", "bigger": "big", "large": "large", "larger": "large", "huge": "huge",
-    "giant": "giant", "enormous": "enormous", "massive": "massive", "small": "small",
-    "smaller": "small", "tiny": "tiny", "tinier": "tiny", "little": "little", "tall": "tall",
-    "taller": "tall", "short": "short", "shorter": "short", "long": "long", "longer": "long",
-    "wide": "wide", "wider": "wide", "thin": "thin", "thinner": "thin", "fat": "fat",
-    "fatter": "fat", "miniature": "miniature",
+    "big": "big",
+    "bigger": "big",
+    "large": "large",
+    "larger": "large",
+    "huge": "huge",
+    "giant": "giant",
+    "enormous": "enormous",
+    "massive": "massive",
+    "small": "small",
+    "smaller": "small",
+    "tiny": "tiny",
+    "tinier": "tiny",
+    "little": "little",
+    "tall": "tall",
+    "taller": "tall",
+    "short": "short",
+    "shorter": "short",
+    "long": "long",
+    "longer": "long",
+    "wide": "wide",
+    "wider": "wide",
+    "thin": "thin",
+    "thinner": "thin",
+    "fat": "fat",
+    "fatter": "fat",
+    "miniature": "miniature",
 }
 _GENERAL = {
-    "older": "old", "younger": "young", "happier": "happy", "sadder": "sad", "angrier": "angry",
-    "brighter": "bright", "darker": "dark", "cleaner": "clean", "dirtier": "dirty",
-    "prettier": "pretty", "cuter": "cute", "shinier": "shiny", "fluffier": "fluffy",
-    "scarier": "scary", "wetter": "wet", "newer": "new",
+    "older": "old",
+    "younger": "young",
+    "happier": "happy",
+    "sadder": "sad",
+    "angrier": "angry",
+    "brighter": "bright",
+    "darker": "dark",
+    "cleaner": "clean",
+    "dirtier": "dirty",
+    "prettier": "pretty",
+    "cuter": "cute",
+    "shinier": "shiny",
+    "fluffier": "fluffy",
+    "scarier": "scary",
+    "wetter": "wet",
+    "newer": "new",
 }
 _KNOWN_GENERAL = frozenset(
     "old young new cute happy sad angry fluffy shiny dirty clean beautiful ugly pretty wet dry "
@@ -82,15 +151,40 @@ _VAGUE = frozenset(
     "beautiful prettier fancy fancier".split()
 )
 _ACTIONS = {
-    "smile": "smiling", "laugh": "laughing", "cry": "crying", "jump": "jumping",
-    "dance": "dancing", "fly": "flying", "sleep": "sleeping", "run": "running", "sit": "sitting",
-    "stand": "standing", "swim": "swimming", "wave": "waving", "frown": "frowning",
-    "walk": "walking", "sing": "singing", "yawn": "yawning", "roar": "roaring", "bark": "barking",
+    "smile": "smiling",
+    "laugh": "laughing",
+    "cry": "crying",
+    "jump": "jumping",
+    "dance": "dancing",
+    "fly": "flying",
+    "sleep": "sleeping",
+    "run": "running",
+    "sit": "sitting",
+    "stand": "standing",
+    "swim": "swimming",
+    "wave": "waving",
+    "frown": "frowning",
+    "walk": "walking",
+    "sing": "singing",
+    "yawn": "yawning",
+    "roar": "roaring",
+    "bark": "barking",
 }
 _TRANSITIVE = {
-    "wear": "wearing", "hold": "holding", "carry": "carrying", "eat": "eating", "ride": "riding",
-    "drink": "drinking", "read": "reading", "play": "playing", "use": "using", "hug": "hugging",
-    "chase": "chasing", "kick": "kicking", "throw": "throwing", "watch": "watching",
+    "wear": "wearing",
+    "hold": "holding",
+    "carry": "carrying",
+    "eat": "eating",
+    "ride": "riding",
+    "drink": "drinking",
+    "read": "reading",
+    "play": "playing",
+    "use": "using",
+    "hug": "hugging",
+    "chase": "chasing",
+    "kick": "kicking",
+    "throw": "throwing",
+    "watch": "watching",
 }
 # Conditions: group -> phrase. A new condition replaces any phrase of the same group.
 _CONDITIONS = {
@@ -115,36 +209,46 @@ _CONDITIONS = {
 }
 # Media and looks: a style edit rewrites the caption as "<medium> of <caption>".
 _MEDIA = {
-    "painting": "a painting", "oil painting": "an oil painting",
+    "painting": "a painting",
+    "oil painting": "an oil painting",
     **dict.fromkeys(
         ("watercolor", "watercolour", "watercolor painting", "watercolour painting"),
         "a watercolor painting",
     ),
     **dict.fromkeys(("sketch", "pencil sketch", "pencil"), "a pencil sketch"),
-    "drawing": "a drawing", "pencil drawing": "a pencil drawing",
-    "charcoal drawing": "a charcoal drawing", "ink drawing": "an ink drawing",
+    "drawing": "a drawing",
+    "pencil drawing": "a pencil drawing",
+    "charcoal drawing": "a charcoal drawing",
+    "ink drawing": "an ink drawing",
     **dict.fromkeys(("cartoon", "cartoonish", "cartoony"), "a cartoon"),
     **dict.fromkeys(("comic", "comic book"), "a comic book illustration"),
-    "anime": "an anime illustration", "manga": "a manga illustration",
+    "anime": "an anime illustration",
+    "manga": "a manga illustration",
     **dict.fromkeys(("pixel art", "8-bit", "8 bit"), "pixel art"),
-    "mosaic": "a mosaic", "stained glass": "a stained glass window",
+    "mosaic": "a mosaic",
+    "stained glass": "a stained glass window",
     **dict.fromkeys(("photo", "photograph", "real photo"), "a photo"),
     **dict.fromkeys(("realistic", "photorealistic", "photo-realistic"), "a photorealistic image"),
     **dict.fromkeys(
-        ("black and white", "black & white", "b&w", "grayscale", "greyscale", "monochrome",
-         "black and white photo"),
+        ("black and white", "black & white", "b&w", "grayscale", "greyscale", "monochrome", "black and white photo"),
         "a black and white photo",
     ),
-    **dict.fromkeys(("vintage", "retro", "old", "old-fashioned", "antique", "vintage photo"),
-                    "a vintage photo"),
-    "sepia": "a sepia photo", "polaroid": "a polaroid photo",
-    "sculpture": "a sculpture", "statue": "a statue",
+    **dict.fromkeys(("vintage", "retro", "old", "old-fashioned", "antique", "vintage photo"), "a vintage photo"),
+    "sepia": "a sepia photo",
+    "polaroid": "a polaroid photo",
+    "sculpture": "a sculpture",
+    "statue": "a statue",
     **dict.fromkeys(("3d render", "3d", "cgi"), "a 3d render"),
-    "lego": "a lego model", "origami": "an origami model", "embroidery": "an embroidery",
-    "poster": "a poster", "postcard": "a postcard",
+    "lego": "a lego model",
+    "origami": "an origami model",
+    "embroidery": "an embroidery",
+    "poster": "a poster",
+    "postcard": "a postcard",
     **dict.fromkeys(("impressionist", "impressionism"), "an impressionist painting"),
     **dict.fromkeys(("cubist", "cubism"), "a cubist painting"),
-    "pop art": "a pop art print", "ukiyo-e": "a ukiyo-e print", "crayon": "a crayon drawing",
+    "pop art": "a pop art print",
+    "ukiyo-e": "a ukiyo-e print",
+    "crayon": "a crayon drawing",
 }
 _MEDIUM_HEADS = frozenset(
     "painting drawing sketch illustration render rendering photo photograph art poster mosaic "
@@ -185,24 +289,39 @@ _VERBS = (
     r"substitute|swap|switch|exchange|change|turn|make|transform|convert|give|have|let|set|move|"
     r"colou?r|recolou?r|dye|render|redraw|blur"
 )
-_STEP_SPLIT = re.compile(
-    rf"\s*(?:;|,?\s+(?:and then|and|then|also|plus)\s+|,\s+)(?=(?:{_VERBS})\b)", re.I
-)
+_STEP_SPLIT = re.compile(rf"\s*(?:;|,?\s+(?:and then|and|then|also|plus)\s+|,\s+)(?=(?:{_VERBS})\b)", re.I)
 
 _PRON = r"(?:it|him|her|them|this|that)"
 _PREPS = (
     r"on top of|in front of|next to|close to|to the left of|to the right of|onto|on|into|inside|in|"
     r"at|to|near|beside|behind|underneath|under|above|below|over|around|by|atop|among|against"
 )
-_LOCATION_START = re.compile(
-    rf"\s+({_PREPS})\s+(?=(?:the|his|her|its|their|this|that|my|your|it|him|them)\b)", re.I
-)
+_LOCATION_START = re.compile(rf"\s+({_PREPS})\s+(?=(?:the|his|her|its|their|this|that|my|your|it|him|them)\b)", re.I)
 
 # Instruction writing --------------------------------------------------------------------------
 
 _GROUPS: dict[str, tuple[str, ...]] = {
-    "animal": ("cat", "dog", "fox", "rabbit", "tiger", "lion", "bear", "wolf", "horse", "cow",
-               "sheep", "panda", "zebra", "elephant", "deer", "monkey", "pig", "goat", "squirrel"),
+    "animal": (
+        "cat",
+        "dog",
+        "fox",
+        "rabbit",
+        "tiger",
+        "lion",
+        "bear",
+        "wolf",
+        "horse",
+        "cow",
+        "sheep",
+        "panda",
+        "zebra",
+        "elephant",
+        "deer",
+        "monkey",
+        "pig",
+        "goat",
+        "squirrel",
+    ),
     "bird": ("bird", "duck", "owl", "parrot", "eagle", "penguin", "swan", "chicken", "pigeon"),
     "vehicle": ("car", "truck", "bus", "van", "bicycle", "motorcycle", "taxi", "jeep", "tractor"),
     "vessel": ("boat", "ship", "sailboat", "canoe", "yacht", "kayak"),
@@ -213,25 +332,82 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "clothing": ("hat", "cap", "helmet", "crown", "scarf", "jacket", "shirt", "dress", "sweater"),
     "building": ("house", "cabin", "castle", "church", "barn", "tower", "lighthouse", "cottage"),
     "plant": ("tree", "cactus", "bush", "flower", "rose", "sunflower", "tulip"),
-    "object": ("cup", "mug", "vase", "bottle", "bowl", "lamp", "clock", "book", "guitar",
-               "umbrella", "ball", "balloon", "kite"),
+    "object": (
+        "cup",
+        "mug",
+        "vase",
+        "bottle",
+        "bowl",
+        "lamp",
+        "clock",
+        "book",
+        "guitar",
+        "umbrella",
+        "ball",
+        "balloon",
+        "kite",
+    ),
 }
 _NOUN_GROUP = {noun: group for group, nouns in _GROUPS.items() for noun in nouns}
 _WEARERS = frozenset(("animal", "person"))
 _COLOURABLE = frozenset(_GROUPS) - {"person"}
-_EDIT_COLOURS = ("red", "blue", "green", "yellow", "purple", "pink", "orange", "black", "white",
-                 "golden", "silver")
-_ADD_OBJECTS = ("a hot air balloon", "a rainbow", "a butterfly", "a small bird", "a red balloon",
-                "a kite", "a vase of flowers", "a cup of coffee", "a lamp", "fireworks", "a boat",
-                "a moon", "a clock", "a potted plant")
+_EDIT_COLOURS = ("red", "blue", "green", "yellow", "purple", "pink", "orange", "black", "white", "golden", "silver")
+_ADD_OBJECTS = (
+    "a hot air balloon",
+    "a rainbow",
+    "a butterfly",
+    "a small bird",
+    "a red balloon",
+    "a kite",
+    "a vase of flowers",
+    "a cup of coffee",
+    "a lamp",
+    "fireworks",
+    "a boat",
+    "a moon",
+    "a clock",
+    "a potted plant",
+)
 _WEARABLES = ("a hat", "sunglasses", "a crown", "a scarf", "a bow tie", "a party hat")
-_STYLE_EDITS = ("make it look like a watercolor painting", "turn it into a pencil sketch",
-                "make it look like an oil painting", "make it a cartoon", "make it pixel art",
-                "in the style of van gogh", "make it black and white", "make it look vintage",
-                "make it look like a mosaic", "make it anime style")
-_CONDITION_EDITS = ("make it winter", "make it night", "make it sunset", "make it rain",
-                    "make it autumn", "make it foggy", "make it a sunny day", "make it snowy")
-_BACKGROUNDS = ("a beach", "a forest", "a city street", "mountains", "outer space", "a desert",
-                "a snowy field", "a garden", "an underwater reef")
-_KIND_WEIGHTS = (("replace", 3), ("colour", 2), ("add", 2), ("remove", 1), ("style", 1),
-                 ("condition", 1), ("background", 1))
+_STYLE_EDITS = (
+    "make it look like a watercolor painting",
+    "turn it into a pencil sketch",
+    "make it look like an oil painting",
+    "make it a cartoon",
+    "make it pixel art",
+    "in the style of van gogh",
+    "make it black and white",
+    "make it look vintage",
+    "make it look like a mosaic",
+    "make it anime style",
+)
+_CONDITION_EDITS = (
+    "make it winter",
+    "make it night",
+    "make it sunset",
+    "make it rain",
+    "make it autumn",
+    "make it foggy",
+    "make it a sunny day",
+    "make it snowy",
+)
+_BACKGROUNDS = (
+    "a beach",
+    "a forest",
+    "a city street",
+    "mountains",
+    "outer space",
+    "a desert",
+    "a snowy field",
+    "a garden",
+    "an underwater reef",
+)
+_KIND_WEIGHTS = (
+    ("replace", 3),
+    ("colour", 2),
+    ("add", 2),
+    ("remove", 1),
+    ("style", 1),
+    ("condition", 1),
+    ("background", 1),
+)

@@ -27,8 +27,19 @@ from regionedit_jax.evaluators.shapes import Shapes
 
 EVALUATORS: Mapping[str, type[Evaluator]] = {"emu_edit": EmuEdit, "magicbrush": MagicBrush, "shapes": Shapes}
 
-__all__ = ["EVALUATORS", "EmuEdit", "Evaluator", "Example", "MagicBrush", "Report", "Scorer", "Shapes", "build",
-           "build_all", "evaluate_config"]
+__all__ = [
+    "EVALUATORS",
+    "EmuEdit",
+    "Evaluator",
+    "Example",
+    "MagicBrush",
+    "Report",
+    "Scorer",
+    "Shapes",
+    "build",
+    "build_all",
+    "evaluate_config",
+]
 
 
 def _as_dict(spec: Any) -> dict[str, Any]:
@@ -52,9 +63,16 @@ def build_all(evals: Any, towers: dict[str, Any] | None = None) -> dict[str, Eva
     return built
 
 
-def evaluate_config(config, workdir: str, *, checkpoint: str | None = None, predictions: str | None = None,
-                    limit: int | None = None, only: list[str] | None = None,
-                    progress: bool = True) -> dict[str, Report]:
+def evaluate_config(
+    config,
+    workdir: str,
+    *,
+    checkpoint: str | None = None,
+    predictions: str | None = None,
+    limit: int | None = None,
+    only: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Report]:
     """Runs ``config.evals`` and writes ``workdir``/<name>/{rows/, results.*, examples.png} and a summary.
 
     Ours: an Editor is built from ``config`` (and ``checkpoint``). With ``predictions`` no model
@@ -78,8 +96,9 @@ def evaluate_config(config, workdir: str, *, checkpoint: str | None = None, pred
     reports = {}
     for name, evaluator in evaluators.items():
         folder = os.path.join(workdir, name)
-        reports[name] = evaluator.evaluate(editor, workdir=folder, predictions=predictions, limit=limit,
-                                           progress=progress)
+        reports[name] = evaluator.evaluate(
+            editor, workdir=folder, predictions=predictions, limit=limit, progress=progress
+        )
         if editor is not None:
             reports[name].info["checkpoint"] = checkpoint or "none: a random region predictor"
         report.write(folder, reports[name])

@@ -77,14 +77,16 @@ def check_options(cls: type, name: str, options: dict[str, Any]) -> dict[str, An
     out = dict(cls.OPTIONS)
     for key, value in options.items():
         if key not in out:
-            raise ValueError(f"config.evals.{name}: unknown option {key!r} for type {cls.type!r}; "
-                             f"the options are {sorted(out)}.")
+            raise ValueError(
+                f"config.evals.{name}: unknown option {key!r} for type {cls.type!r}; the options are {sorted(out)}."
+            )
         default = out[key]
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not type(default):
-            raise ValueError(f"config.evals.{name}.{key} must be a {type(default).__name__} "
-                             f"(like {default!r}); got {value!r}.")
+            raise ValueError(
+                f"config.evals.{name}.{key} must be a {type(default).__name__} (like {default!r}); got {value!r}."
+            )
         out[key] = value
     if out["batch_size"] < 1 or out["limit"] < 0 or out["examples"] < 0:
         raise ValueError(f"config.evals.{name}: batch_size must be positive and limit, examples >= 0.")
@@ -105,9 +107,14 @@ def params_digest(params: Any) -> str:
 def editor_settings(editor) -> dict[str, Any]:
     """What decides an Editor's outputs besides the inputs: weights, towers, resolution, generator, describers."""
     c = editor.config
-    return {"params": params_digest(editor.params), "towers": c.towers.to_dict(), "edit": c.edit.to_dict(),
-            "generator": c.generator.to_dict(), "region": c.region.to_dict(),
-            "describe": {"captioner": c.describe.captioner, "rewriter": c.describe.rewriter}}
+    return {
+        "params": params_digest(editor.params),
+        "towers": c.towers.to_dict(),
+        "edit": c.edit.to_dict(),
+        "generator": c.generator.to_dict(),
+        "region": c.region.to_dict(),
+        "describe": {"captioner": c.describe.captioner, "rewriter": c.describe.rewriter},
+    }
 
 
 def batch_seed(seed: int, batch: int, turn: int = 0) -> int:
@@ -115,19 +122,34 @@ def batch_seed(seed: int, batch: int, turn: int = 0) -> int:
     return (seed * 1_000_003 + batch * 101 + turn) % 2**31
 
 
-def edit_padded(editor, images: Sequence[np.ndarray], instructions: Sequence[str], sources: Sequence[str],
-                targets: Sequence[str], seed: int, size: int, *, masks: Sequence[np.ndarray] | None = None,
-                threshold: float | None = None) -> list:
+def edit_padded(
+    editor,
+    images: Sequence[np.ndarray],
+    instructions: Sequence[str],
+    sources: Sequence[str],
+    targets: Sequence[str],
+    seed: int,
+    size: int,
+    *,
+    masks: Sequence[np.ndarray] | None = None,
+    threshold: float | None = None,
+) -> list:
     """``editor.edit_batch`` on rows padded to ``size`` (repeating the last), so one shape compiles.
 
     ``masks`` ([H, W] bool per row) repaint those regions instead of the predicted ones.
     """
     pad = size - len(images)
-    fill = lambda xs: list(xs) + [xs[-1]] * pad  # noqa: E731
-    results = editor.edit_batch(fill(images), fill(instructions), seed=seed, threshold=threshold,
-                                source_captions=fill(sources), target_captions=fill(targets),
-                                masks=None if masks is None else fill(masks))
-    return results[:len(images)]
+    fill = lambda xs: list(xs) + [xs[-1]] * pad
+    results = editor.edit_batch(
+        fill(images),
+        fill(instructions),
+        seed=seed,
+        threshold=threshold,
+        source_captions=fill(sources),
+        target_captions=fill(targets),
+        masks=None if masks is None else fill(masks),
+    )
+    return results[: len(images)]
 
 
 def changed_pixels(source: np.ndarray, edited: np.ndarray, tolerance: int = 12) -> np.ndarray:
@@ -173,8 +195,15 @@ class Evaluator:
         """Evaluates and returns flat metrics (see ``Report.flat``); kwargs as ``evaluate``."""
         return self.evaluate(editor, **kwargs).flat()
 
-    def evaluate(self, editor=None, *, workdir: str | None = None, predictions: str | None = None,
-                 limit: int | None = None, progress: bool = False) -> Report:
+    def evaluate(
+        self,
+        editor=None,
+        *,
+        workdir: str | None = None,
+        predictions: str | None = None,
+        limit: int | None = None,
+        progress: bool = False,
+    ) -> Report:
         """Edits (or reads ``predictions``) and scores the benchmark; rows cached under ``workdir``."""
         raise NotImplementedError
 
@@ -196,8 +225,9 @@ class Evaluator:
             settings["editor"] = editor_settings(editor)
         return RowCache(None if workdir is None else os.path.join(workdir, "rows"), settings)
 
-    def _loop(self, units: Sequence[str], cache: RowCache, compute: Callable[[int, list[int]], list[Row]],
-              progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _loop(
+        self, units: Sequence[str], cache: RowCache, compute: Callable[[int, list[int]], list[Row]], progress: bool
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Runs ``compute(batch_index, positions)`` on every batch with an unfinished unit and saves its rows.
 
         Each record gets ``seconds``: its share of its batch's wall time (compiling included).
@@ -220,22 +250,31 @@ class Evaluator:
                 bar.update(len(positions))
         records = [cache.record(u) for u in units]
         seconds = sum(r["seconds"] for r in records)
-        timing = {"rows_computed_now": computed, "rows_from_cache": len(units) - computed,
-                  "wall_seconds_now": round(time.perf_counter() - began, 3),
-                  "rows_per_second": round(len(records) / seconds, 3) if seconds else None}
+        timing = {
+            "rows_computed_now": computed,
+            "rows_from_cache": len(units) - computed,
+            "wall_seconds_now": round(time.perf_counter() - began, 3),
+            "rows_per_second": round(len(records) / seconds, 3) if seconds else None,
+        }
         if len(batches) > 1:  # this run without its first batch, which compiles
             timing["rows_per_second_now_after_first_batch"] = round(
-                sum(n for n, _ in batches[1:]) / max(sum(t for _, t in batches[1:]), 1e-9), 3)
+                sum(n for n, _ in batches[1:]) / max(sum(t for _, t in batches[1:]), 1e-9), 3
+            )
         return records, timing
 
     def _metric_info(self) -> dict[str, Any]:
         clip_path, dino_path = self.options["clip"], self.options["dino"]
-        info = {"metrics_clip": clip_path, "metrics_dino": dino_path, "seed": self.options["seed"],
-                "batch_size": self.options["batch_size"],
-                **{k: self.options[k] for k in ("dataset", "split") if k in self.options}}
+        info = {
+            "metrics_clip": clip_path,
+            "metrics_dino": dino_path,
+            "seed": self.options["seed"],
+            "batch_size": self.options["batch_size"],
+            **{k: self.options[k] for k in ("dataset", "split") if k in self.options},
+        }
         if is_tiny_bundle(clip_path):
-            info["note"] = ("tiny random towers: these numbers exercise the pipeline and are not comparable "
-                            "with the paper's.")
+            info["note"] = (
+                "tiny random towers: these numbers exercise the pipeline and are not comparable with the paper's."
+            )
         return info
 
 

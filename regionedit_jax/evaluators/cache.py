@@ -54,8 +54,10 @@ class RowCache:
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
                 detail = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
-                raise ValueError(f"{folder} holds rows made with other settings ({detail}); use another "
-                                 "--workdir, or delete that folder to start again.")
+                raise ValueError(
+                    f"{folder} holds rows made with other settings ({detail}); use another "
+                    "--workdir, or delete that folder to start again."
+                )
         else:
             _atomic_write(path, lambda p: _dump(p, settings))
 

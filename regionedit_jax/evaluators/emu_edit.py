@@ -31,8 +31,13 @@ from regionedit_jax.evaluators.predictions import PredictionFolder
 
 COLUMNS = ("idx", "image", "instruction", "task", "split", "hash", "input_caption", "output_caption")
 TASKS = ("background", "global", "style", "remove", "add", "local", "texture")
-METRICS = [("clip_dir", "CLIPdir", "↑"), ("clip_out", "CLIPout", "↑"), ("l1", "L1", "↓"),
-           ("clip_img", "CLIPimg", "↑"), ("dino", "DINO", "↑")]
+METRICS = [
+    ("clip_dir", "CLIPdir", "↑"),
+    ("clip_out", "CLIPout", "↑"),
+    ("l1", "L1", "↓"),
+    ("clip_img", "CLIPimg", "↑"),
+    ("dino", "DINO", "↑"),
+]
 # DESIGN §2: the paper's Emu Edit test numbers (5M training pairs).
 PAPER = {"clip_dir": 0.1088, "clip_out": 0.2842, "l1": 0.0723, "clip_img": 0.8913, "dino": 0.8337}
 
@@ -89,11 +94,12 @@ class EmuEdit(Evaluator):
     def evaluate(self, editor=None, *, workdir=None, predictions=None, limit=None, progress=False) -> Report:
         cache = self._cache(workdir, editor, predictions)
         table = self.table()
-        ids = table.ids[:self._limit(limit, len(table))]
+        ids = table.ids[: self._limit(limit, len(table))]
         paths, extra = {}, []
         if predictions is not None:
             paths, extra = PredictionFolder(predictions).match(
-                {i: [i] for i in ids}, lambda name: name in table.positions, "Emu Edit")
+                {i: [i] for i in ids}, lambda name: name in table.positions, "Emu Edit"
+            )
         scorer, size = self.scorer(), self.options["batch_size"]
 
         def compute(batch: int, positions: list[int]) -> list[Row]:
@@ -102,19 +108,27 @@ class EmuEdit(Evaluator):
             src_caps = [table.input_captions[p] for p in positions]
             tgt_caps = [table.output_captions[p] for p in positions]
             if predictions is not None:
-                edited = [resize_to(PredictionFolder.read(paths[ids[p]], ids[p]), *s.shape[:2])
-                          for p, s in zip(positions, sources, strict=True)]
+                edited = [
+                    resize_to(PredictionFolder.read(paths[ids[p]], ids[p]), *s.shape[:2])
+                    for p, s in zip(positions, sources, strict=True)
+                ]
                 masks = [None] * len(positions)
             else:
-                results = edit_padded(editor, sources, instructions, src_caps, tgt_caps,
-                                      batch_seed(self.options["seed"], batch), size)
+                results = edit_padded(
+                    editor, sources, instructions, src_caps, tgt_caps, batch_seed(self.options["seed"], batch), size
+                )
                 edited, masks = [r.image for r in results], [r.mask for r in results]
             scores = scorer.emu_edit(sources, edited, src_caps, tgt_caps)
             rows = []
             for k, p in enumerate(positions):
-                record = {"idx": ids[p], "task": table.tasks[p], "instruction": instructions[k],
-                          "input_caption": src_caps[k], "output_caption": tgt_caps[k],
-                          **{m: float(v[k]) for m, v in scores.items()}}
+                record = {
+                    "idx": ids[p],
+                    "task": table.tasks[p],
+                    "instruction": instructions[k],
+                    "input_caption": src_caps[k],
+                    "output_caption": tgt_caps[k],
+                    **{m: float(v[k]) for m, v in scores.items()},
+                }
                 images = {}
                 if masks[k] is not None:
                     record["region_area"] = float(masks[k].mean())
@@ -128,13 +142,17 @@ class EmuEdit(Evaluator):
         for task in sorted({r["task"] for r in records}, key=lambda t: (TASKS.index(t) if t in TASKS else 99, t)):
             mine = [r for r in records if r["task"] == task]
             groups[task] = {**means(mine, keys), "rows": float(len(mine))}
-        info = {**self._metric_info(), **timing, "system": "predictions" if predictions else "ours",
-                "captions": "the dataset's input_caption (source) and output_caption (target)",
-                "empty_captions": table.empty_captions}
+        info = {
+            **self._metric_info(),
+            **timing,
+            "system": "predictions" if predictions else "ours",
+            "captions": "the dataset's input_caption (source) and output_caption (target)",
+            "empty_captions": table.empty_captions,
+        }
         if predictions is not None:
             info.update(predictions=predictions, extra_files=len(extra), extra_examples=extra[:10])
         examples = []
-        for row_id in ids[:self.options["examples"]]:
+        for row_id in ids[: self.options["examples"]]:
             source = table.image(table.positions[row_id])
             if predictions is not None:
                 edited = resize_to(PredictionFolder.read(paths[row_id], row_id), *source.shape[:2])
@@ -144,7 +162,17 @@ class EmuEdit(Evaluator):
                 if edited is None:  # no workdir: nothing on disk to draw
                     break
             record = cache.record(row_id)
-            examples.append(Example(source, region, edited, f"[{record['task']}] {record['instruction']}",
-                                    region_label=label))
-        return Report(self.name, f"Emu Edit {self.options['split']}", means(records, keys), len(records),
-                      METRICS, PAPER, groups, info, examples)
+            examples.append(
+                Example(source, region, edited, f"[{record['task']}] {record['instruction']}", region_label=label)
+            )
+        return Report(
+            self.name,
+            f"Emu Edit {self.options['split']}",
+            means(records, keys),
+            len(records),
+            METRICS,
+            PAPER,
+            groups,
+            info,
+            examples,
+        )

@@ -49,8 +49,10 @@ COLUMNS = ("img_id", "turn_index", "source_img", "mask_img", "instruction", "tar
 PROTOCOLS = ("single", "multi")
 METRICS = [("l1", "L1", "↓"), ("l2", "L2", "↓"), ("clip_i", "CLIP-I", "↑"), ("dino", "DINO", "↑")]
 # DESIGN §2: the paper's MagicBrush test numbers.
-PAPER = {"single": {"l1": 0.0657, "l2": 0.0212, "clip_i": 0.9383, "dino": 0.8589},
-         "multi": {"l1": 0.0972, "l2": 0.0332, "clip_i": 0.8985, "dino": 0.7962}}
+PAPER = {
+    "single": {"l1": 0.0657, "l2": 0.0212, "clip_i": 0.9383, "dino": 0.8589},
+    "multi": {"l1": 0.0972, "l2": 0.0332, "clip_i": 0.8985, "dino": 0.7962},
+}
 
 
 class MagicBrushTable:
@@ -58,8 +60,9 @@ class MagicBrushTable:
 
     def __init__(self, source: str, split: str):
         self.source = source
-        self._data = tables.load(source, split, what="MagicBrush", columns=COLUMNS,
-                                 image_columns=["source_img", "mask_img", "target_img"])
+        self._data = tables.load(
+            source, split, what="MagicBrush", columns=COLUMNS, image_columns=["source_img", "mask_img", "target_img"]
+        )
         texts = self._data.select_columns(["img_id", "turn_index", "instruction"])[:]
         self.img_ids = [str(i) for i in texts["img_id"]]
         self.turns = [int(t) for t in texts["turn_index"]]
@@ -72,8 +75,10 @@ class MagicBrushTable:
             rows.sort(key=lambda p: self.turns[p])
             turns = [self.turns[p] for p in rows]
             if turns != list(range(turns[0], turns[0] + len(turns))):
-                raise ValueError(f"MagicBrush session img_id={img_id} has turns {turns}; a session's "
-                                 "turn_index values must be consecutive and unique.")
+                raise ValueError(
+                    f"MagicBrush session img_id={img_id} has turns {turns}; a session's "
+                    "turn_index values must be consecutive and unique."
+                )
         for row_id, text in zip(self.ids, self.instructions, strict=True):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"MagicBrush row {row_id}: the instruction is empty.")
@@ -92,13 +97,16 @@ class MagicBrushTable:
         return native is not None and native.group(1) in self.sessions
 
 
-def describe_rows(editor, images: list[np.ndarray], instructions: list[str],
-                  sources: list[str] | None = None) -> tuple[list[str], list[str], list[bool]]:
+def describe_rows(
+    editor, images: list[np.ndarray], instructions: list[str], sources: list[str] | None = None
+) -> tuple[list[str], list[str], list[bool]]:
     """Source and target descriptions by the Editor's describers -> (sources, targets, fell back)."""
     if sources is None:
         if editor.captioner is None:
-            raise ValueError("MagicBrush has no captions and config.describe.captioner is 'none'; "
-                             "set a captioner (e.g. 'clip') to describe the source images.")
+            raise ValueError(
+                "MagicBrush has no captions and config.describe.captioner is 'none'; "
+                "set a captioner (e.g. 'clip') to describe the source images."
+            )
         sources = editor.captioner.caption(editor.working_images(images))  # what the Editor itself captions
     targets = editor.rewriter.rewrite(sources, instructions, on_error="return")
     fell_back = [isinstance(t, describe.DescribeError) for t in targets]
@@ -110,14 +118,19 @@ class MagicBrush(Evaluator):
     """The MagicBrush benchmark (``config.evals.<name>.type = "magicbrush"``), one protocol per evaluator."""
 
     type: ClassVar[str] = "magicbrush"
-    OPTIONS: ClassVar[dict[str, Any]] = {**COMMON_OPTIONS, "dataset": "osunlp/MagicBrush",
-                                         "clip": "openai/clip-vit-base-patch32", "protocol": "single"}
+    OPTIONS: ClassVar[dict[str, Any]] = {
+        **COMMON_OPTIONS,
+        "dataset": "osunlp/MagicBrush",
+        "clip": "openai/clip-vit-base-patch32",
+        "protocol": "single",
+    }
 
     def __init__(self, name: str | None = None, towers: dict[str, Any] | None = None, **options):
         super().__init__(name, towers, **options)
         if self.options["protocol"] not in PROTOCOLS:
-            raise ValueError(f"config.evals.{self.name}.protocol must be one of {PROTOCOLS}; "
-                             f"got {self.options['protocol']!r}.")
+            raise ValueError(
+                f"config.evals.{self.name}.protocol must be one of {PROTOCOLS}; got {self.options['protocol']!r}."
+            )
         self._table: MagicBrushTable | None = None
 
     def table(self) -> MagicBrushTable:
@@ -143,13 +156,15 @@ class MagicBrush(Evaluator):
         cache = self._cache(workdir, editor, predictions)
         table, protocol = self.table(), self.options["protocol"]
         units = self._units(table)
-        units = units[:self._limit(limit, len(units))]
+        units = units[: self._limit(limit, len(units))]
         ids = [table.ids[rows[-1]] for rows in units]
         paths, extra = {}, []
         if predictions is not None:
             paths, extra = PredictionFolder(predictions).match(
-                {i: self._names(table, rows) for i, rows in zip(ids, units, strict=True)}, table.belongs,
-                f"MagicBrush {protocol}-turn")
+                {i: self._names(table, rows) for i, rows in zip(ids, units, strict=True)},
+                table.belongs,
+                f"MagicBrush {protocol}-turn",
+            )
         scorer, size, seed = self.scorer(), self.options["batch_size"], self.options["seed"]
 
         def compute(batch: int, positions: list[int]) -> list[Row]:
@@ -167,8 +182,9 @@ class MagicBrush(Evaluator):
                     active = [k for k in range(n) if len(chunk[k]) > t]
                     images = [current[k] for k in active]
                     instructions = [table.instructions[chunk[k][t]] for k in active]
-                    srcs, tgts, fell = describe_rows(editor, images, instructions,
-                                                     None if t == 0 else [state[k] for k in active])
+                    srcs, tgts, fell = describe_rows(
+                        editor, images, instructions, None if t == 0 else [state[k] for k in active]
+                    )
                     results = edit_padded(editor, images, instructions, srcs, tgts, batch_seed(seed, batch, t), size)
                     for j, k in enumerate(active):
                         current[k], masks[k] = results[j].image, results[j].mask
@@ -182,38 +198,67 @@ class MagicBrush(Evaluator):
             out = []
             for k, p in enumerate(positions):
                 rows = chunk[k]
-                record = {"id": ids[p], "img_id": table.img_ids[rows[-1]], "turn_index": table.turns[rows[-1]],
-                          "turns": len(rows), "instructions": [table.instructions[r] for r in rows],
-                          **{m: float(v[k]) for m, v in scores.items()}}
+                record = {
+                    "id": ids[p],
+                    "img_id": table.img_ids[rows[-1]],
+                    "turn_index": table.turns[rows[-1]],
+                    "turns": len(rows),
+                    "instructions": [table.instructions[r] for r in rows],
+                    **{m: float(v[k]) for m, v in scores.items()},
+                }
                 images = {}
                 if predictions is None:
-                    record.update(captions=[list(c) for c in captions[k]], caption_fallbacks=fallbacks[k],
-                                  region_area=float(masks[k].mean()))
+                    record.update(
+                        captions=[list(c) for c in captions[k]],
+                        caption_fallbacks=fallbacks[k],
+                        region_area=float(masks[k].mean()),
+                    )
                     images = {"": current[k], "mask": masks[k], **keep[k]}
                 out.append((ids[p], record, images))
             return out
 
         records, timing = self._loop(ids, cache, compute, progress)
         keys = [m for m, _, _ in METRICS]
-        info = {**self._metric_info(), **timing, "protocol": protocol,
-                "system": "predictions" if predictions else "ours",
-                "scored": "every turn" if protocol == "single" else "the final turn of each session",
-                "sessions": len({r["img_id"] for r in records})}
+        info = {
+            **self._metric_info(),
+            **timing,
+            "protocol": protocol,
+            "system": "predictions" if predictions else "ours",
+            "scored": "every turn" if protocol == "single" else "the final turn of each session",
+            "sessions": len({r["img_id"] for r in records}),
+        }
         if predictions is not None:
-            info.update(predictions=predictions, extra_files=len(extra), extra_examples=extra[:10],
-                        captions="none: the metrics compare images only")
+            info.update(
+                predictions=predictions,
+                extra_files=len(extra),
+                extra_examples=extra[:10],
+                captions="none: the metrics compare images only",
+            )
         else:
             c = editor.config.describe
-            info.update(captions=f"MagicBrush has no captions: written by the Editor's describers (captioner "
-                                 f"{c.captioner!r}, rewriter {c.rewriter!r}); a rejected instruction gives the "
-                                 "target description '<source description>, <instruction>'",
-                        caption_fallbacks=sum(r["caption_fallbacks"] for r in records),
-                        turns_edited=sum(r["turns"] if protocol == "multi" else 1 for r in records))
-        examples = [self._example(table, rows, row_id, cache, paths) for rows, row_id in
-                    zip(units[:self.options["examples"]], ids, strict=False)]
+            info.update(
+                captions=f"MagicBrush has no captions: written by the Editor's describers (captioner "
+                f"{c.captioner!r}, rewriter {c.rewriter!r}); a rejected instruction gives the "
+                "target description '<source description>, <instruction>'",
+                caption_fallbacks=sum(r["caption_fallbacks"] for r in records),
+                turns_edited=sum(r["turns"] if protocol == "multi" else 1 for r in records),
+            )
+        examples = [
+            self._example(table, rows, row_id, cache, paths)
+            for rows, row_id in zip(units[: self.options["examples"]], ids, strict=False)
+        ]
         title = f"MagicBrush {self.options['split']} ({protocol}-turn)"
-        return Report(self.name, title, means(records, keys), len(records), METRICS, PAPER[protocol], {}, info,
-                      [e for e in examples if e is not None])
+        return Report(
+            self.name,
+            title,
+            means(records, keys),
+            len(records),
+            METRICS,
+            PAPER[protocol],
+            {},
+            info,
+            [e for e in examples if e is not None],
+        )
 
     def _example(self, table, rows, row_id, cache, paths) -> Example | None:
         last = rows[-1]
@@ -223,13 +268,20 @@ class MagicBrush(Evaluator):
             edited = PredictionFolder.read(paths[row_id], row_id)
             source = table.image(rows[0] if self.options["protocol"] == "multi" else last, "source_img")
             same = edited.shape == source.shape
-            return Example(source, changed_pixels(source, edited) if same else None, edited, text, target,
-                           "changed pixels")
+            return Example(
+                source, changed_pixels(source, edited) if same else None, edited, text, target, "changed pixels"
+            )
         edited = cache.image(row_id)
         if edited is None:  # no workdir: nothing on disk to draw
             return None
         if len(rows) > 1:  # multi-turn: the final turn edited our previous output
             source = cache.image(row_id, f"turn{table.turns[rows[-2]]}")
-            return Example(source, cache.image(row_id, "mask"), edited, text, target,
-                           source_label=f"our turn {table.turns[rows[-2]]}")
+            return Example(
+                source,
+                cache.image(row_id, "mask"),
+                edited,
+                text,
+                target,
+                source_label=f"our turn {table.turns[rows[-2]]}",
+            )
         return Example(table.image(last, "source_img"), cache.image(row_id, "mask"), edited, text, target)

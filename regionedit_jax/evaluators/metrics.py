@@ -102,7 +102,7 @@ class Scorer:
             groups.setdefault(tuple(image.shape), []).append(i)
         for rows in groups.values():
             for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start:start + self.batch_size]
+                chunk = rows[start : start + self.batch_size]
                 values = jax.device_get(fn(_pad([images[i] for i in chunk], self.batch_size)))
                 for k, i in enumerate(chunk):
                     out[i] = jax.tree_util.tree_map(lambda v, k=k: v[k], values)
@@ -112,17 +112,18 @@ class Scorer:
         """N [H, W, 3] uint8 images (any sizes) -> ([N, d] CLIP CLS, L2-normalised; [N, k] DINO CLS)."""
         if not images:
             raise ValueError("image_features needs at least one image.")
-        feats = self._by_shape(images, lambda x: _encode_images(self.clip, self.dino, self.clip.params,
-                                                                self.dino.params, x))
+        feats = self._by_shape(
+            images, lambda x: _encode_images(self.clip, self.dino, self.clip.params, self.dino.params, x)
+        )
         return np.stack([f[0] for f in feats]), np.stack([f[1] for f in feats])
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         """N texts -> [N, d] CLIP text embeddings, L2-normalised."""
         texts, out = list(texts), []
         for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
+            chunk = texts[start : start + self.batch_size]
             ids, mask = self.clip.tokenize(chunk + [chunk[-1]] * (self.batch_size - len(chunk)))
-            out.append(np.asarray(_encode_texts(self.clip, self.clip.params, ids, mask))[:len(chunk)])
+            out.append(np.asarray(_encode_texts(self.clip, self.clip.params, ids, mask))[: len(chunk)])
         return np.concatenate(out)
 
     def pixels(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +137,13 @@ class Scorer:
 
     # ------------------------------------------------------------------------- metrics
 
-    def emu_edit(self, sources: Sequence[np.ndarray], edited: Sequence[np.ndarray],
-                 input_captions: Sequence[str], output_captions: Sequence[str]) -> dict[str, np.ndarray]:
+    def emu_edit(
+        self,
+        sources: Sequence[np.ndarray],
+        edited: Sequence[np.ndarray],
+        input_captions: Sequence[str],
+        output_captions: Sequence[str],
+    ) -> dict[str, np.ndarray]:
         """Emu Edit metrics per row: clip_dir, clip_out, clip_img, l1 (at the source size), dino -> [N] each.
 
         ``edited[i]`` must have ``sources[i]``'s size (use ``resize_to`` for other systems' outputs).
@@ -146,11 +152,13 @@ class Scorer:
         e_edit, d_edit = self.image_features(edited)
         t_in, t_out = self.text_features(input_captions), self.text_features(output_captions)
         l1, _ = self.pixels(edited, sources)
-        return {"clip_dir": np.asarray(clip_direction(e_src, e_edit, t_in, t_out), np.float64),
-                "clip_out": np.asarray(cosine(e_edit, t_out), np.float64),
-                "l1": l1,
-                "clip_img": np.asarray(cosine(e_edit, e_src), np.float64),
-                "dino": np.asarray(cosine(d_edit, d_src), np.float64)}
+        return {
+            "clip_dir": np.asarray(clip_direction(e_src, e_edit, t_in, t_out), np.float64),
+            "clip_out": np.asarray(cosine(e_edit, t_out), np.float64),
+            "l1": l1,
+            "clip_img": np.asarray(cosine(e_edit, e_src), np.float64),
+            "dino": np.asarray(cosine(d_edit, d_src), np.float64),
+        }
 
     def against_target(self, outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """MagicBrush metrics per row against the ground truth: l1, l2, clip_i, dino -> [N] each.
@@ -161,6 +169,9 @@ class Scorer:
         e_out, d_out = self.image_features(outputs)
         e_gt, d_gt = self.image_features(targets)
         l1, l2 = self.pixels(outputs, targets)
-        return {"l1": l1, "l2": l2,
-                "clip_i": np.asarray(cosine(e_out, e_gt), np.float64),
-                "dino": np.asarray(cosine(d_out, d_gt), np.float64)}
+        return {
+            "l1": l1,
+            "l2": l2,
+            "clip_i": np.asarray(cosine(e_out, e_gt), np.float64),
+            "dino": np.asarray(cosine(d_out, d_gt), np.float64),
+        }

@@ -41,12 +41,15 @@ class PredictionFolder:
                     continue
                 key = os.path.relpath(os.path.join(parent, stem), folder).replace(os.sep, "/")
                 if key in self.files:
-                    raise ValueError(f"two predictions for {key!r} in {folder}: "
-                                     f"{os.path.basename(self.files[key])} and {name}; keep one.")
+                    raise ValueError(
+                        f"two predictions for {key!r} in {folder}: "
+                        f"{os.path.basename(self.files[key])} and {name}; keep one."
+                    )
                 self.files[key] = os.path.join(parent, name)
 
-    def match(self, wanted: Mapping[str, Sequence[str]], belongs: Callable[[str], bool],
-              what: str) -> tuple[dict[str, str], list[str]]:
+    def match(
+        self, wanted: Mapping[str, Sequence[str]], belongs: Callable[[str], bool], what: str
+    ) -> tuple[dict[str, str], list[str]]:
         """Finds each row's file.
 
         Args:
@@ -67,14 +70,24 @@ class PredictionFolder:
         used = {os.path.relpath(os.path.splitext(p)[0], self.folder).replace(os.sep, "/") for p in found.values()}
         extra = sorted(n for n in self.files if n not in used and not belongs(n))
         if missing:
-            hint = (f" The folder has {len(extra)} images whose names match no {what} row: {_listing(extra)}; "
-                    "are the files named by another key?") if extra else ""
+            hint = (
+                (
+                    f" The folder has {len(extra)} images whose names match no {what} row: {_listing(extra)}; "
+                    "are the files named by another key?"
+                )
+                if extra
+                else ""
+            )
             first = wanted[missing[0]][0]
-            raise ValueError(f"{len(missing)} of {len(wanted)} {what} rows have no image in {self.folder}: "
-                             f"ids {_listing(missing)} (expected e.g. {first}.png).{hint}")
+            raise ValueError(
+                f"{len(missing)} of {len(wanted)} {what} rows have no image in {self.folder}: "
+                f"ids {_listing(missing)} (expected e.g. {first}.png).{hint}"
+            )
         if extra:
-            warnings.warn(f"{len(extra)} images in {self.folder} match no {what} row and are not scored: "
-                          f"{_listing(extra)}.", stacklevel=3)
+            warnings.warn(
+                f"{len(extra)} images in {self.folder} match no {what} row and are not scored: {_listing(extra)}.",
+                stacklevel=3,
+            )
         return found, extra
 
     @staticmethod

@@ -44,18 +44,35 @@ def markdown(report: Report) -> str:
     rule = "|---|" + "---|" * len(report.columns)
     info = report.info
     who = "another system's outputs" if info.get("system") == "predictions" else "ours"
-    paper = [f"| {PAPER_LABEL} | " + " | ".join(_cell(report.paper.get(k)) for k, _, _ in report.columns)
-             + " |"] if report.paper else []
-    lines = [f"## {report.title} (`{report.name}`)", "", head, rule, *paper,
-             f"| This run: {who}, {report.rows} rows | "
-             + " | ".join(_cell(report.metrics.get(k)) for k, _, _ in report.columns) + " |", ""]
+    paper = (
+        [f"| {PAPER_LABEL} | " + " | ".join(_cell(report.paper.get(k)) for k, _, _ in report.columns) + " |"]
+        if report.paper
+        else []
+    )
+    lines = [
+        f"## {report.title} (`{report.name}`)",
+        "",
+        head,
+        rule,
+        *paper,
+        f"| This run: {who}, {report.rows} rows | "
+        + " | ".join(_cell(report.metrics.get(k)) for k, _, _ in report.columns)
+        + " |",
+        "",
+    ]
     if report.groups:
-        lines += ["Per task (this run):", "",
-                  "| Task | Rows | " + " | ".join(name for _, name, _ in report.columns) + " |",
-                  "|---|---|" + "---|" * len(report.columns)]
+        lines += [
+            "Per task (this run):",
+            "",
+            "| Task | Rows | " + " | ".join(name for _, name, _ in report.columns) + " |",
+            "|---|---|" + "---|" * len(report.columns),
+        ]
         for group, values in report.groups.items():
-            lines.append(f"| {group} | {int(values['rows'])} | "
-                         + " | ".join(_cell(values.get(k)) for k, _, _ in report.columns) + " |")
+            lines.append(
+                f"| {group} | {int(values['rows'])} | "
+                + " | ".join(_cell(values.get(k)) for k, _, _ in report.columns)
+                + " |"
+            )
         lines.append("")
     if "comparison" in info:
         lines += comparison_tables(info["comparison"])
@@ -75,8 +92,12 @@ def comparison_tables(comparison: Mapping) -> list[str]:
             columns = [(group, table["metric"], group) for group in table["groups"]]
         else:
             columns = [(table["group"], key, label) for key, label in table["metrics"]]
-        lines += [f"{table['title']}:", "", "| Method | " + " | ".join(label for _, _, label in columns) + " |",
-                  "|---|" + "---|" * len(columns)]
+        lines += [
+            f"{table['title']}:",
+            "",
+            "| Method | " + " | ".join(label for _, _, label in columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
         for key, label in methods:
             cells = [_cell(values.get(key, {}).get(group, {}).get(metric)) for group, metric, _ in columns]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -100,10 +121,14 @@ def grid(examples: Sequence[Example]) -> Image.Image:
     rows = []
     for ex in examples:
         region = ex.region if ex.region is not None and ex.region.shape == ex.source.shape[:2] else None
-        panels = list(ex.panels) or [(ex.source_label, ex.source),
-                                     (ex.region_label if region is not None else "region (unknown)",
-                                      overlay(ex.source, region) if region is not None else ex.source),
-                                     ("edited", ex.edited)]
+        panels = list(ex.panels) or [
+            (ex.source_label, ex.source),
+            (
+                ex.region_label if region is not None else "region (unknown)",
+                overlay(ex.source, region) if region is not None else ex.source,
+            ),
+            ("edited", ex.edited),
+        ]
         if ex.target is not None and not ex.panels:
             panels.append(("ground truth", ex.target))
         pictures = [(label, _fit(p)) for label, p in panels]

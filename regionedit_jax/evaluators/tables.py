@@ -43,8 +43,9 @@ def load(source: str, split: str, *, what: str, columns: Sequence[str], image_co
         try:
             data = datasets.Dataset(pa.concat_tables(tables))
         except pa.ArrowInvalid as e:
-            raise ValueError(f"the {what} parquet files under {source} ({split}) disagree on their "
-                             f"columns: {e}") from None
+            raise ValueError(
+                f"the {what} parquet files under {source} ({split}) disagree on their columns: {e}"
+            ) from None
     elif data is None and (source.count("/") != 1 or source.startswith((".", "/", "~"))):  # a path
         raise FileNotFoundError(f"the {what} dataset folder {source!r} does not exist.")
     elif data is None:
@@ -54,12 +55,15 @@ def load(source: str, split: str, *, what: str, columns: Sequence[str], image_co
             raise FileNotFoundError(
                 f"cannot load the {what} dataset {source!r} split {split!r}: {type(e).__name__}: {e}. "
                 "Offline, a hub id loads only from the local Hugging Face cache; or pass a local copy "
-                "(a save_to_disk folder, or parquet files under data/).") from None
+                "(a save_to_disk folder, or parquet files under data/)."
+            ) from None
     missing = [c for c in columns if c not in data.column_names]
     if missing:
-        raise ValueError(f"the {what} dataset {source!r} ({split}) has no column {missing[0]!r}"
-                         f"{f' (nor {missing[1:]})' if len(missing) > 1 else ''}; it has {data.column_names} "
-                         f"and the benchmark needs {list(columns)}.")
+        raise ValueError(
+            f"the {what} dataset {source!r} ({split}) has no column {missing[0]!r}"
+            f"{f' (nor {missing[1:]})' if len(missing) > 1 else ''}; it has {data.column_names} "
+            f"and the benchmark needs {list(columns)}."
+        )
     data = data.select_columns(list(columns))
     for column in image_columns:
         feature = data.features[column]

@@ -31,8 +31,7 @@ def _module(name: str):
     if name not in REGISTRY:
         near = difflib.get_close_matches(name, REGISTRY, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"config.generator.name {name!r} is not a generator{hint}; choose one of "
-                         f"{sorted(REGISTRY)}.")
+        raise ValueError(f"config.generator.name {name!r} is not a generator{hint}; choose one of {sorted(REGISTRY)}.")
     return importlib.import_module(REGISTRY[name])
 
 
@@ -52,8 +51,10 @@ def options(generator_config) -> dict[str, Any]:
         if key not in module.OPTIONS:
             near = difflib.get_close_matches(key, module.OPTIONS, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ValueError(f"config.generator.{generator_config.name}.{key} is not an option of "
-                             f"{generator_config.name!r}{hint} (it takes {sorted(module.OPTIONS)}).")
+            raise ValueError(
+                f"config.generator.{generator_config.name}.{key} is not an option of "
+                f"{generator_config.name!r}{hint} (it takes {sorted(module.OPTIONS)})."
+            )
     return {**module.OPTIONS, **given}
 
 
@@ -65,8 +66,10 @@ def make(generator_config, towers: dict[str, Any], *, num_steps: int | None = No
     module = _module(generator_config.name)
     missing = [t for t in module.TOWERS if t not in towers]
     if missing:
-        raise ValueError(f"generator {generator_config.name!r} needs the towers {missing}; load them with "
-                         f"towers.bundle.load(config.towers, ..., {tuple(module.TOWERS)}).")
+        raise ValueError(
+            f"generator {generator_config.name!r} needs the towers {missing}; load them with "
+            f"towers.bundle.load(config.towers, ..., {tuple(module.TOWERS)})."
+        )
     steps = int(generator_config.num_steps if num_steps is None else num_steps)
     if steps < 1:
         raise ValueError(f"generator steps must be at least 1; got {steps}.")

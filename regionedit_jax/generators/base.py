@@ -46,8 +46,15 @@ class Generator(abc.ABC):
         return self.prompt_tokenizer(list(texts))
 
     @abc.abstractmethod
-    def generate(self, params: Any, images: jax.Array, masks: jax.Array, prompt_ids: jax.Array,
-                 rng: jax.Array, guidance_scale: jax.Array | float) -> jax.Array:
+    def generate(
+        self,
+        params: Any,
+        images: jax.Array,
+        masks: jax.Array,
+        prompt_ids: jax.Array,
+        rng: jax.Array,
+        guidance_scale: jax.Array | float,
+    ) -> jax.Array:
         """[B, H, W, 3], [B, H, W, 1], [B, L], key, scalar or [B] -> G [B, H, W, 3] in [0, 1]."""
 
     def check(self, images_shape: tuple[int, ...], prompt_shape: tuple[int, ...]) -> None:
@@ -55,8 +62,12 @@ class Generator(abc.ABC):
         b, h, w = images_shape[:3]
         k = self.multiple
         if h % k or w % k:
-            raise ValueError(f"generator {self.name!r}: image size {h}x{w} must be a multiple of {k}; "
-                             f"resize or pad first (e.g. to {max(h // k, 1) * k}x{max(w // k, 1) * k}).")
+            raise ValueError(
+                f"generator {self.name!r}: image size {h}x{w} must be a multiple of {k}; "
+                f"resize or pad first (e.g. to {max(h // k, 1) * k}x{max(w // k, 1) * k})."
+            )
         if tuple(prompt_shape) != (b, self.max_length):
-            raise ValueError(f"generator {self.name!r}: prompt ids have shape {tuple(prompt_shape)}; "
-                             f"expected {(b, self.max_length)} from its tokenize().")
+            raise ValueError(
+                f"generator {self.name!r}: prompt ids have shape {tuple(prompt_shape)}; "
+                f"expected {(b, self.max_length)} from its tokenize()."
+            )

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from regionedit_jax.generators.base import Generator
-from regionedit_jax.worlds import render as world_render, scenes
+from regionedit_jax.worlds import render as world_render
+from regionedit_jax.worlds import scenes
 
 TOWERS = ()
 OPTIONS = {"image_size": 64, "grid": 3, "max_objects": 4, "noise": 0.02, "jitter": 0.03}
@@ -41,8 +42,10 @@ class WorldTokenizer:
             try:
                 rows.append(scenes.encode(scenes.parse(text, self.world), self.world))
             except ValueError as e:
-                raise ValueError(f"the oracle generator paints only scenes of the shapes world; cannot read "
-                                 f"the target description {text!r}: {e}") from None
+                raise ValueError(
+                    f"the oracle generator paints only scenes of the shapes world; cannot read "
+                    f"the target description {text!r}: {e}"
+                ) from None
         return np.stack(rows).astype(np.int32)
 
 
@@ -74,8 +77,9 @@ class OracleGenerator(Generator):
         paint = masks[..., 0]
         if (h, w) != (size, size):
             paint = jax.image.resize(paint, (b, size, size), "linear")
-        out = world_render.render(prompt_ids, jax.random.fold_in(rng, 0x0AC1E), self.world, mask=paint,
-                                  noise=self.noise, jitter=self.jitter)
+        out = world_render.render(
+            prompt_ids, jax.random.fold_in(rng, 0x0AC1E), self.world, mask=paint, noise=self.noise, jitter=self.jitter
+        )
         if (h, w) != (size, size):
             out = jax.image.resize(out, (b, h, w, 3), "linear").clip(0, 1)
         return out.astype(jnp.float32)
@@ -84,6 +88,7 @@ class OracleGenerator(Generator):
 def build(towers, options, num_steps: int) -> OracleGenerator:
     """``generators.make`` entry: the world from the options; ``num_steps`` is ignored."""
     del towers, num_steps
-    world = scenes.WorldConfig(image_size=int(options["image_size"]), grid=int(options["grid"]),
-                               max_objects=int(options["max_objects"]))
+    world = scenes.WorldConfig(
+        image_size=int(options["image_size"]), grid=int(options["grid"]), max_objects=int(options["max_objects"])
+    )
     return OracleGenerator(world, options["noise"], options["jitter"])

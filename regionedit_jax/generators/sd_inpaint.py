@@ -63,9 +63,14 @@ def ddim_schedule(schedule: NoiseSchedule, num_steps: int) -> dict[str, np.ndarr
     sigma2 = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
     a_keep = a_prev.copy()
     a_keep[-1] = 1.0
-    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
-    return {"t": t.astype(np.int32), "a_t": f32(a_t), "a_prev": f32(a_prev),
-            "sigma2": f32(sigma2), "a_keep": f32(a_keep)}
+    f32 = lambda x: np.asarray(x, np.float32)
+    return {
+        "t": t.astype(np.int32),
+        "a_t": f32(a_t),
+        "a_prev": f32(a_prev),
+        "sigma2": f32(sigma2),
+        "a_keep": f32(a_keep),
+    }
 
 
 def ddim_step(z, model_out, a_t, a_prev, prediction_type: str, std=0.0, noise=None):
@@ -77,8 +82,9 @@ def ddim_step(z, model_out, a_t, a_prev, prediction_type: str, std=0.0, noise=No
         x0 = jnp.sqrt(a_t) * z - jnp.sqrt(1 - a_t) * model_out
         eps = jnp.sqrt(a_t) * model_out + jnp.sqrt(1 - a_t) * z
     else:
-        raise ValueError(f"DDIM: unsupported prediction_type {prediction_type!r}; "
-                         "expected 'epsilon' or 'v_prediction'.")
+        raise ValueError(
+            f"DDIM: unsupported prediction_type {prediction_type!r}; expected 'epsilon' or 'v_prediction'."
+        )
     z_prev = jnp.sqrt(a_prev) * x0 + jnp.sqrt(jnp.maximum(1 - a_prev - std**2, 0.0)) * eps
     return z_prev if noise is None else z_prev + std * noise
 
@@ -95,8 +101,10 @@ class InpaintSampler:
 
     def __init__(self, sd: SDInpaint, options: SamplerOptions = SamplerOptions()):
         if sd.schedule.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"InpaintSampler: unsupported prediction_type "
-                             f"{sd.schedule.prediction_type!r}; expected 'epsilon' or 'v_prediction'.")
+            raise ValueError(
+                f"InpaintSampler: unsupported prediction_type "
+                f"{sd.schedule.prediction_type!r}; expected 'epsilon' or 'v_prediction'."
+            )
         self.sd, self.options = sd, options
         self.schedule = ddim_schedule(sd.schedule, options.num_steps)
         self.uncond_ids = np.asarray(sd.tokenize([""]))  # [1, 77]
@@ -114,9 +122,11 @@ class InpaintSampler:
         b, h, w, _ = images.shape
         f, c, k = self.sd.vae_factor, self.sd.latent_channels, self.multiple
         if h % k or w % k:
-            raise ValueError(f"InpaintSampler: image size {h}x{w} must be a multiple of {k} (VAE factor "
-                             f"{f} x UNet downsampling {k // f}); expected images [B, H, W, 3] like "
-                             f"{(b, max(h // k, 1) * k, max(w // k, 1) * k, 3)}: resize or pad first.")
+            raise ValueError(
+                f"InpaintSampler: image size {h}x{w} must be a multiple of {k} (VAE factor "
+                f"{f} x UNet downsampling {k // f}); expected images [B, H, W, 3] like "
+                f"{(b, max(h // k, 1) * k, max(w // k, 1) * k, 3)}: resize or pad first."
+            )
         self._expect("masks", masks, (b, h, w, 1))
         self._expect("prompt_ids", prompt_ids, (b, self.sd.max_length))
         if init_latents is None:  # a traced flag, not a static None: one compile for both cases
@@ -124,16 +134,23 @@ class InpaintSampler:
         else:
             self._expect("init_latents", init_latents, (b, h // f, w // f, c))
             given = True
-        return self._jitted(params, images, jnp.asarray(masks, jnp.float32),
-                            jnp.asarray(prompt_ids, jnp.int32), rng,
-                            jnp.asarray(guidance_scale, jnp.float32),
-                            jnp.asarray(init_latents, jnp.float32), jnp.asarray(given))
+        return self._jitted(
+            params,
+            images,
+            jnp.asarray(masks, jnp.float32),
+            jnp.asarray(prompt_ids, jnp.int32),
+            rng,
+            jnp.asarray(guidance_scale, jnp.float32),
+            jnp.asarray(init_latents, jnp.float32),
+            jnp.asarray(given),
+        )
 
     @staticmethod
     def _expect(name, x, shape):
         if tuple(np.shape(x)) != shape:
-            raise ValueError(f"InpaintSampler: {name} has shape {tuple(np.shape(x))}; "
-                             f"expected {shape} to match images [B, H, W, 3].")
+            raise ValueError(
+                f"InpaintSampler: {name} has shape {tuple(np.shape(x))}; expected {shape} to match images [B, H, W, 3]."
+            )
 
     def encode(self, params, images, masks):
         """images [B, H, W, 3], masks [B, H, W, 1] -> (z0, m, z_masked), [B, h, w, 4 | 1 | 4].
@@ -169,21 +186,31 @@ class InpaintSampler:
         def body(i, z):
             t = sched["t"][i]
             a_t, a_prev = sched["a_t"][i], sched["a_prev"][i]
-            out = sd.unet(params, jnp.concatenate([jnp.concatenate([z, z]), cond_in], axis=-1),
-                          jnp.full((2 * b,), t, jnp.int32), context)
+            out = sd.unet(
+                params,
+                jnp.concatenate([jnp.concatenate([z, z]), cond_in], axis=-1),
+                jnp.full((2 * b,), t, jnp.int32),
+                context,
+            )
             out_u, out_c = out[:b], out[b:]
             out = out_u + w * (out_c - out_u)
             k_eta, k_blend = jax.random.split(jax.random.fold_in(rng_loop, i))
             if opts.eta > 0:
                 std = opts.eta * jnp.sqrt(sched["sigma2"][i])
-                z = ddim_step(z, out, a_t, a_prev, sd.schedule.prediction_type, std,
-                              jax.random.normal(k_eta, z.shape, jnp.float32))
+                z = ddim_step(
+                    z,
+                    out,
+                    a_t,
+                    a_prev,
+                    sd.schedule.prediction_type,
+                    std,
+                    jax.random.normal(k_eta, z.shape, jnp.float32),
+                )
             else:
                 z = ddim_step(z, out, a_t, a_prev, sd.schedule.prediction_type)
             if opts.blend:
                 a_keep = sched["a_keep"][i]
-                keep = (jnp.sqrt(a_keep) * z0
-                        + jnp.sqrt(1 - a_keep) * jax.random.normal(k_blend, z.shape, jnp.float32))
+                keep = jnp.sqrt(a_keep) * z0 + jnp.sqrt(1 - a_keep) * jax.random.normal(k_blend, z.shape, jnp.float32)
                 z = jnp.where(m > 0.5, z, keep)  # m is {0, 1}: exact outside the mask
             return z.astype(jnp.float32)
 
@@ -210,9 +237,16 @@ class SDInpaintGenerator(Generator):
         return self._tokenizer
 
     def generate(self, params, images, masks, prompt_ids, rng, guidance_scale):
-        return self.sampler._sample(params, images, masks, prompt_ids, rng,
-                                    jnp.asarray(guidance_scale, jnp.float32),
-                                    jnp.zeros(self._latent_shape(images.shape), jnp.float32), jnp.asarray(False))
+        return self.sampler._sample(
+            params,
+            images,
+            masks,
+            prompt_ids,
+            rng,
+            jnp.asarray(guidance_scale, jnp.float32),
+            jnp.zeros(self._latent_shape(images.shape), jnp.float32),
+            jnp.asarray(False),
+        )
 
     def _latent_shape(self, shape) -> tuple[int, ...]:
         f = self.sd.vae_factor
@@ -221,5 +255,7 @@ class SDInpaintGenerator(Generator):
 
 def build(towers, options, num_steps: int) -> SDInpaintGenerator:
     """``generators.make`` entry: the SD inpainting tower and {eta, blend}."""
-    return SDInpaintGenerator(towers["sd_inpaint"], SamplerOptions(
-        num_steps=num_steps, eta=float(options["eta"]), blend=bool(options["blend"])))
+    return SDInpaintGenerator(
+        towers["sd_inpaint"],
+        SamplerOptions(num_steps=num_steps, eta=float(options["eta"]), blend=bool(options["blend"])),
+    )

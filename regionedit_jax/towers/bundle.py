@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def dtype_of(name: str) -> Any:
-    """"float32" | "bfloat16" -> the jnp dtype, with a clear error for anything else."""
+    """ "float32" | "bfloat16" -> the jnp dtype, with a clear error for anything else."""
     if name not in _DTYPES:
         raise ValueError(f"tower dtype must be one of {sorted(_DTYPES)}; got {name!r}.")
     return _DTYPES[name]
@@ -23,7 +22,8 @@ def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[s
     """Loads the named towers; a tiny ``bundle`` is written first when it is missing.
 
     Args:
-      towers_config: ``config.towers``: ``bundle`` and one entry per tower with ``path``,
+      towers_config: ``config.towers``: ``bundle`` and one entry per tower with ``path`` (a hub
+        id or folder; ``{bundle}`` in it stands for the bundle folder, e.g. "{bundle}/t5"),
         ``dtype`` and extra load arguments (``max_length`` for T5).
       names: which towers to load.
       seed: seed of a tiny bundle that has to be written.
@@ -41,8 +41,14 @@ def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[s
     out = {}
     for name in names:
         spec = dict(towers_config[name])
-        path = os.path.join(bundle, name) if bundle else spec.pop("path")
-        spec.pop("path", None)
+        path = str(spec.pop("path"))
+        if "{bundle}" in path:
+            if not bundle:
+                raise ValueError(
+                    f"config.towers.{name}.path is {path!r} but config.towers.bundle is empty; "
+                    "set the bundle folder or give the tower a hub id or folder."
+                )
+            path = path.replace("{bundle}", bundle)
         spec["dtype"] = dtype_of(spec["dtype"])
         out[name] = importlib.import_module(f"regionedit_jax.towers.{name}").load(path, **spec)
     return out

@@ -65,8 +65,9 @@ class Clip:
         """[B, L] token ids and mask -> [B, d] projected, L2-normalised text embeddings."""
 
         def fn(m, ids, mask):
-            pooled = m.text_model(input_ids=ids, attention_mask=mask,
-                                  position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape))[1]
+            pooled = m.text_model(
+                input_ids=ids, attention_mask=mask, position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape)
+            )[1]
             return m.text_projection(pooled)
 
         out = self.module.apply({"params": params}, input_ids, attention_mask, method=fn)
@@ -112,12 +113,25 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     files.require_file(folder, ["tokenizer.json", "vocab.json"], "CLIP", "the CLIP BPE tokenizer")
     config = CLIPConfig.from_pretrained(folder)
     model = FlaxCLIPModel(config, dtype=dtype, _do_init=False)
-    params = convert.load_params(folder, "model", model.params_shape_tree, what="CLIP",
-                                 naming="transformers", dtype=dtype, ignore=[r"position_ids$"])
+    params = convert.load_params(
+        folder,
+        "model",
+        model.params_shape_tree,
+        what="CLIP",
+        naming="transformers",
+        dtype=dtype,
+        ignore=[r"position_ids$"],
+    )
     mean, std = files.image_stats(folder, _MEAN, _STD)
     return Clip(
-        module=model.module, params=params, tokenizer=CLIPTokenizerFast.from_pretrained(folder),
-        dtype=dtype, dim=config.projection_dim, image_size=config.vision_config.image_size,
+        module=model.module,
+        params=params,
+        tokenizer=CLIPTokenizerFast.from_pretrained(folder),
+        dtype=dtype,
+        dim=config.projection_dim,
+        image_size=config.vision_config.image_size,
         patch_size=config.vision_config.patch_size,
-        max_length=config.text_config.max_position_embeddings, mean=mean, std=std,
+        max_length=config.text_config.max_position_embeddings,
+        mean=mean,
+        std=std,
     )

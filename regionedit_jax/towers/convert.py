@@ -34,8 +34,17 @@ Path = tuple[str, ...]
 
 # diffusers module lists whose Flax names carry their index as a suffix (``resnets_1``).
 _DIFFUSERS_LISTS = frozenset(
-    {"down_blocks", "up_blocks", "resnets", "attentions", "transformer_blocks",
-     "downsamplers", "upsamplers", "to_out", "net"}
+    {
+        "down_blocks",
+        "up_blocks",
+        "resnets",
+        "attentions",
+        "transformer_blocks",
+        "downsamplers",
+        "upsamplers",
+        "to_out",
+        "net",
+    }
 )
 # The VAE attention block's Flax names for the PyTorch ``Attention`` projections.
 _VAE_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out_0": "proj_attn"}
@@ -89,7 +98,7 @@ def _candidates(path: Path, value: np.ndarray) -> Iterable[tuple[Path, Callable[
     parents = [tuple(parent)]
     if parent and parent[-1] in _VAE_ATTENTION:
         parents.insert(0, (*parent[:-1], _VAE_ATTENTION[parent[-1]]))
-    same = lambda x: x  # noqa: E731
+    same = lambda x: x
     for p in parents:
         if leaf in ("weight", "gamma"):
             yield (*p, "scale"), same
@@ -148,8 +157,9 @@ def torch_to_flax(
                 if tuple(converted.shape) == flat_target[flax_path]:
                     match = flax_path, converted
                     break
-                wrong_shape.append(f"{key} {tuple(value.shape)} -> {'/'.join(flax_path)} "
-                                   f"expects {flat_target[flax_path]}")
+                wrong_shape.append(
+                    f"{key} {tuple(value.shape)} -> {'/'.join(flax_path)} expects {flat_target[flax_path]}"
+                )
         if match is None:
             if not any(r.search(key) for r in ignore_res):
                 unexpected.append(key)
@@ -198,8 +208,17 @@ def flax_to_torch(params: Any, *, naming: Naming) -> dict[str, np.ndarray]:
     return state
 
 
-def load_params(folder: str, base: str, target: Any, *, what: str, naming: Naming, dtype: Any,
-                ignore: Iterable[str] = (), strip_prefixes: Iterable[str] = ()) -> Any:
+def load_params(
+    folder: str,
+    base: str,
+    target: Any,
+    *,
+    what: str,
+    naming: Naming,
+    dtype: Any,
+    ignore: Iterable[str] = (),
+    strip_prefixes: Iterable[str] = (),
+) -> Any:
     """Reads ``folder/base.safetensors`` (or its shards) onto ``target``, cast to ``dtype``.
 
     Returns device arrays (``jax.numpy``). ``target`` is usually ``jax.eval_shape`` of the
@@ -210,7 +229,14 @@ def load_params(folder: str, base: str, target: Any, *, what: str, naming: Namin
     from regionedit_jax.towers import files
 
     path = files.weights_file(folder, what, base)
-    params = torch_to_flax(read_safetensors(path), target, naming=naming, ignore=ignore,
-                           strip_prefixes=strip_prefixes, source=f"{what}: {path!r}")
+    params = torch_to_flax(
+        read_safetensors(path),
+        target,
+        naming=naming,
+        ignore=ignore,
+        strip_prefixes=strip_prefixes,
+        source=f"{what}: {path!r}",
+    )
     return traverse_util.unflatten_dict(
-        {k: jnp.asarray(v, dtype) for k, v in traverse_util.flatten_dict(params).items()})
+        {k: jnp.asarray(v, dtype) for k, v in traverse_util.flatten_dict(params).items()}
+    )

@@ -57,10 +57,24 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, re
     files.read_config(folder, "DINO", key="model_type", allowed=["vit"])
     config = ViTConfig.from_pretrained(folder)
     model = FlaxViTModel(config, dtype=dtype, _do_init=False, add_pooling_layer=False)
-    params = convert.load_params(folder, "model", model.params_shape_tree, what="DINO",
-                                 naming="transformers", dtype=dtype, ignore=[r"^pooler\."],
-                                 strip_prefixes=["vit"])
+    params = convert.load_params(
+        folder,
+        "model",
+        model.params_shape_tree,
+        what="DINO",
+        naming="transformers",
+        dtype=dtype,
+        ignore=[r"^pooler\."],
+        strip_prefixes=["vit"],
+    )
     mean, std = files.image_stats(folder, _MEAN, _STD)
-    return Dino(module=model.module, params=params, dtype=dtype, dim=config.hidden_size,
-                image_size=config.image_size,
-                resize=resize or round(config.image_size * 256 / 224), mean=mean, std=std)
+    return Dino(
+        module=model.module,
+        params=params,
+        dtype=dtype,
+        dim=config.hidden_size,
+        image_size=config.image_size,
+        resize=resize or round(config.image_size * 256 / 224),
+        mean=mean,
+        std=std,
+    )

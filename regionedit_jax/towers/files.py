@@ -62,14 +62,19 @@ def require_file(folder: str, candidates: Sequence[str], what: str, expected: st
     present = sorted(os.listdir(folder))[:12]
     raise TowerFilesError(
         f"{what}: {folder!r} has no {' or '.join(candidates)} ({expected}); it holds {present}. "
-        + ("PyTorch .bin weights must be converted to safetensors first (save_pretrained with "
-           "safe_serialization=True). " if any(p.endswith(".bin") for p in present) else "")
+        + (
+            "PyTorch .bin weights must be converted to safetensors first (save_pretrained with "
+            "safe_serialization=True). "
+            if any(p.endswith(".bin") for p in present)
+            else ""
+        )
         + HOW_TO_GET
     )
 
 
-def read_config(folder: str, what: str, *, key: str, allowed: Sequence[str],
-                name: str = "config.json") -> dict[str, Any]:
+def read_config(
+    folder: str, what: str, *, key: str, allowed: Sequence[str], name: str = "config.json"
+) -> dict[str, Any]:
     """Reads a config file and checks that it describes the expected kind of model.
 
     Args:
@@ -92,8 +97,9 @@ def read_config(folder: str, what: str, *, key: str, allowed: Sequence[str],
 
 def weights_file(folder: str, what: str, base: str) -> str:
     """The safetensors weights in ``folder``: ``base.safetensors`` or its sharded index."""
-    return require_file(folder, [f"{base}.safetensors", f"{base}.safetensors.index.json"],
-                        what, "the weights in safetensors format")
+    return require_file(
+        folder, [f"{base}.safetensors", f"{base}.safetensors.index.json"], what, "the weights in safetensors format"
+    )
 
 
 def image_stats(folder: str, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple, tuple]:

@@ -55,16 +55,20 @@ class NoiseSchedule:
         elif kind == "scaled_linear":
             betas = np.linspace(start**0.5, end**0.5, n, dtype=np.float64) ** 2
         elif kind == "squaredcos_cap_v2":
-            f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+            f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2
             t = np.arange(n, dtype=np.float64)
             betas = np.minimum(1 - f((t + 1) / n) / f(t / n), 0.999)
         else:
-            raise ValueError(f"scheduler: unsupported beta_schedule {kind!r}; expected linear, "
-                             "scaled_linear or squaredcos_cap_v2.")
-        return cls(alphas_cumprod=np.cumprod(1.0 - betas), num_train_timesteps=n,
-                   steps_offset=int(config.get("steps_offset", 0)),
-                   set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
-                   prediction_type=config.get("prediction_type", "epsilon"))
+            raise ValueError(
+                f"scheduler: unsupported beta_schedule {kind!r}; expected linear, scaled_linear or squaredcos_cap_v2."
+            )
+        return cls(
+            alphas_cumprod=np.cumprod(1.0 - betas),
+            num_train_timesteps=n,
+            steps_offset=int(config.get("steps_offset", 0)),
+            set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
+            prediction_type=config.get("prediction_type", "epsilon"),
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -91,9 +95,12 @@ class SDInpaint:
     def encode_text(self, params, input_ids: jax.Array) -> jax.Array:
         """[B, 77] ids -> [B, 77, C] text conditioning."""
         ids = jnp.asarray(input_ids)
-        out = self.text_module.apply({"params": params["text_encoder"]}, ids,
-                                     attention_mask=jnp.ones_like(ids),
-                                     position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape))
+        out = self.text_module.apply(
+            {"params": params["text_encoder"]},
+            ids,
+            attention_mask=jnp.ones_like(ids),
+            position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape),
+        )
         return out[0]
 
     def unet(self, params, latents: jax.Array, timesteps: jax.Array, text_emb: jax.Array) -> jax.Array:
@@ -101,14 +108,17 @@ class SDInpaint:
         x = jnp.transpose(latents.astype(self.dtype), (0, 3, 1, 2))
         t = jnp.broadcast_to(jnp.asarray(timesteps, jnp.int32), (x.shape[0],))
         with nn.intercept_methods(_exact_geglu):
-            out = self.unet_module.apply({"params": params["unet"]}, x, t, text_emb.astype(self.dtype),
-                                         train=False).sample
+            out = self.unet_module.apply(
+                {"params": params["unet"]}, x, t, text_emb.astype(self.dtype), train=False
+            ).sample
         return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.float32)
 
     def _check_size(self, h: int, w: int, what: str) -> None:
         if h % self.vae_factor or w % self.vae_factor:
-            raise ValueError(f"SD inpainting: {what} size {h}x{w} must be a multiple of "
-                             f"{self.vae_factor}; resize or pad the image first.")
+            raise ValueError(
+                f"SD inpainting: {what} size {h}x{w} must be a multiple of "
+                f"{self.vae_factor}; resize or pad the image first."
+            )
 
     def vae_encode(self, params, images, rng: jax.Array | None = None) -> jax.Array:
         """[B, H, W, 3] in [0, 1] -> scaled latents [B, H/f, W/f, 4].
@@ -143,8 +153,9 @@ def _exact_geglu(next_fun, args, kwargs, context):
     module, hidden_states = context.module, args[0]
     deterministic = kwargs.get("deterministic", args[1] if len(args) > 1 else True)
     hidden_linear, hidden_gelu = jnp.split(module.proj(hidden_states), 2, axis=-1)
-    return module.dropout_layer(hidden_linear * jax.nn.gelu(hidden_gelu, approximate=False),
-                                deterministic=deterministic)
+    return module.dropout_layer(
+        hidden_linear * jax.nn.gelu(hidden_gelu, approximate=False), deterministic=deterministic
+    )
 
 
 def _read_json(path: str, what: str) -> dict[str, Any]:
@@ -161,8 +172,7 @@ def _diffusers_model(folder: str, sub: str, cls, allowed: list[str], dtype) -> t
     config = files.read_config(sub_dir, what, key="_class_name", allowed=allowed)
     model = cls.from_config(config, dtype=dtype)
     target = jax.eval_shape(model.init_weights, jax.random.key(0))
-    params = convert.load_params(sub_dir, "diffusion_pytorch_model", target, what=what,
-                                 naming="diffusers", dtype=dtype)
+    params = convert.load_params(sub_dir, "diffusion_pytorch_model", target, what=what, naming="diffusers", dtype=dtype)
     return model, params
 
 
@@ -174,35 +184,47 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     what = "SD inpainting"
     folder = files.resolve(name_or_path, what)
     files.read_config(folder, what, key="_class_name", allowed=_PIPELINES, name="model_index.json")
-    unet_config = files.read_config(os.path.join(folder, "unet"), f"{what} unet/", key="_class_name",
-                                    allowed=["UNet2DConditionModel"])
+    unet_config = files.read_config(
+        os.path.join(folder, "unet"), f"{what} unet/", key="_class_name", allowed=["UNet2DConditionModel"]
+    )
     if unet_config.get("in_channels") != 9:
         raise files.TowerFilesError(
             f"{what}: unet/ takes {unet_config.get('in_channels')} input channels; an inpainting UNet "
-            "takes 9 (noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?")
-    unet, unet_params = _diffusers_model(folder, "unet", FlaxUNet2DConditionModel,
-                                         ["UNet2DConditionModel"], dtype)
+            "takes 9 (noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?"
+        )
+    unet, unet_params = _diffusers_model(folder, "unet", FlaxUNet2DConditionModel, ["UNet2DConditionModel"], dtype)
     vae, vae_params = _diffusers_model(folder, "vae", FlaxAutoencoderKL, ["AutoencoderKL"], dtype)
 
     text_dir = os.path.join(folder, "text_encoder")
     files.read_config(text_dir, f"{what} text_encoder/", key="model_type", allowed=["clip_text_model"])
     text_config = CLIPTextConfig.from_pretrained(text_dir)
     text_model = FlaxCLIPTextModel(text_config, dtype=dtype, _do_init=False)
-    text_params = convert.load_params(text_dir, "model", text_model.params_shape_tree,
-                                      what=f"{what} text_encoder/", naming="transformers",
-                                      dtype=dtype, ignore=[r"position_ids$"])
+    text_params = convert.load_params(
+        text_dir,
+        "model",
+        text_model.params_shape_tree,
+        what=f"{what} text_encoder/",
+        naming="transformers",
+        dtype=dtype,
+        ignore=[r"position_ids$"],
+    )
     tok_dir = os.path.join(folder, "tokenizer")
     files.require_file(tok_dir, ["vocab.json"], f"{what} tokenizer/", "the CLIP BPE vocabulary")
     sched_dir = os.path.join(folder, "scheduler")
-    sched_path = files.require_file(sched_dir, ["scheduler_config.json"], f"{what} scheduler/",
-                                    "the scheduler's training constants")
+    sched_path = files.require_file(
+        sched_dir, ["scheduler_config.json"], f"{what} scheduler/", "the scheduler's training constants"
+    )
     return SDInpaint(
-        unet_module=unet, vae_module=vae, text_module=text_model.module,
+        unet_module=unet,
+        vae_module=vae,
+        text_module=text_model.module,
         params={"unet": unet_params, "vae": vae_params, "text_encoder": text_params},
         tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
         schedule=NoiseSchedule.from_config(_read_json(sched_path, f"{what} scheduler/")),
-        dtype=dtype, scaling_factor=float(vae.config.get("scaling_factor", 0.18215)),
+        dtype=dtype,
+        scaling_factor=float(vae.config.get("scaling_factor", 0.18215)),
         vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
-        latent_channels=int(vae.config.latent_channels), text_dim=int(text_config.hidden_size),
+        latent_channels=int(vae.config.latent_channels),
+        text_dim=int(text_config.hidden_size),
         max_length=int(text_config.max_position_embeddings),
     )

@@ -40,8 +40,9 @@ class T5:
 
     def encode(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, L] ids and mask -> [B, L, d_model] float32 token features."""
-        out = self.module.apply({"params": params}, input_ids=input_ids,
-                                attention_mask=attention_mask, deterministic=True)
+        out = self.module.apply(
+            {"params": params}, input_ids=input_ids, attention_mask=attention_mask, deterministic=True
+        )
         return out[0].astype(jnp.float32)
 
     @functools.cached_property
@@ -68,7 +69,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, ma
     files.require_file(folder, ["tokenizer.json", "spiece.model"], "T5", "the SentencePiece tokenizer")
     config = T5Config.from_pretrained(folder)
     model = FlaxT5EncoderModel(config, dtype=dtype, _do_init=False)
-    params = convert.load_params(folder, "model", model.params_shape_tree, what="T5",
-                                 naming="transformers", dtype=dtype, ignore=_UNUSED)
-    return T5(module=model.module, params=params, tokenizer=T5TokenizerFast.from_pretrained(folder),
-              dtype=dtype, dim=config.d_model, max_length=max_length)
+    params = convert.load_params(
+        folder, "model", model.params_shape_tree, what="T5", naming="transformers", dtype=dtype, ignore=_UNUSED
+    )
+    return T5(
+        module=model.module,
+        params=params,
+        tokenizer=T5TokenizerFast.from_pretrained(folder),
+        dtype=dtype,
+        dim=config.d_model,
+        max_length=max_length,
+    )

@@ -21,8 +21,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, what: str) -> tup
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise TypeError(f"{what}: texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}.")
-    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length,
-                        return_tensors="np")
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
     return encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
 
 
@@ -47,8 +46,12 @@ class TextEncoder:
 
             backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
             backend.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
-            backend.enable_padding(length=max_length, direction=tokenizer.padding_side,
-                                   pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+            backend.enable_padding(
+                length=max_length,
+                direction=tokenizer.padding_side,
+                pad_id=tokenizer.pad_token_id,
+                pad_token=tokenizer.pad_token,
+            )
             self.tokenizer, self.backend = None, backend
 
     def __call__(self, texts: Sequence[str]):

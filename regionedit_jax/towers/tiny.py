@@ -44,7 +44,9 @@ _WIDTH = 32  # every tiny tower's width (so the joint CLIP space and T5 both hav
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable unicode map."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = keep[:], 0
     for b in range(256):
         if b not in keep:
@@ -60,11 +62,12 @@ def write_clip_tokenizer(out: str) -> None:
 
     spec = importlib.util.find_spec("clip")  # located, never imported (it would import torch)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("The real CLIP vocabulary ships in the openai-clip package: "
-                                  "pip install openai-clip==1.0.1")
+        raise ModuleNotFoundError(
+            "The real CLIP vocabulary ships in the openai-clip package: pip install openai-clip==1.0.1"
+        )
     bpe = os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
     with gzip.open(bpe, "rt", encoding="utf-8") as f:
-        merges = [tuple(line.split()) for line in f.read().split("\n")[1:49152 - 256 - 2 + 1]]
+        merges = [tuple(line.split()) for line in f.read().split("\n")[1 : 49152 - 256 - 2 + 1]]
     chars = list(_bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
@@ -89,13 +92,23 @@ def write_t5_tokenizer(out: str, vocab_size: int = 2000) -> int:
     os.makedirs(out, exist_ok=True)
     prefix = os.path.join(out, "spiece")
     spm.SentencePieceTrainer.train(
-        input=os.path.join(_ASSETS, "t5_corpus.txt"), model_prefix=prefix, model_type="unigram",
-        vocab_size=vocab_size, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
-        shuffle_input_sentence=False, minloglevel=2)
+        input=os.path.join(_ASSETS, "t5_corpus.txt"),
+        model_prefix=prefix,
+        model_type="unigram",
+        vocab_size=vocab_size,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
     os.remove(prefix + ".vocab")
     # add_prefix_space: the first word gets "▁" like every other, as SentencePiece itself does.
-    tokenizer = T5TokenizerFast(vocab_file=prefix + ".model", extra_ids=100, model_max_length=512,
-                                add_prefix_space=True)
+    tokenizer = T5TokenizerFast(
+        vocab_file=prefix + ".model", extra_ids=100, model_max_length=512, add_prefix_space=True
+    )
     tokenizer.save_pretrained(out)
     return len(tokenizer)
 
@@ -129,7 +142,8 @@ def random_params(shapes: Any, seed: int) -> Any:
     return traverse_util.unflatten_dict(out)
 
 
-def _write_model(out: str, params: Any, naming: convert.Naming, base: str) -> None:
+def write_model(out: str, params: Any, naming: convert.Naming, base: str) -> None:
+    """Writes Flax ``params`` as ``out/base.safetensors`` in the PyTorch key layout."""
     os.makedirs(out, exist_ok=True)
     convert.write_safetensors(convert.flax_to_torch(params, naming=naming), os.path.join(out, f"{base}.safetensors"))
 
@@ -142,77 +156,181 @@ def _write_json(path: str, obj: dict[str, Any]) -> None:
 
 
 def _clip_text_config(**overrides) -> dict[str, Any]:
-    return dict(hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=77, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
-                pad_token_id=49407, **overrides)
+    return {
+        **dict(
+            hidden_size=_WIDTH,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        ),
+        **overrides,
+    }
 
 
-def write_clip(out: str, seed: int) -> None:
-    from transformers import CLIPConfig, FlaxCLIPModel
+def clip_config(
+    *,
+    width: int = _WIDTH,
+    mlp: int = 64,
+    heads: int = 4,
+    text_layers: int = 2,
+    vision_layers: int = 2,
+    image_size: int = _CLIP_IMAGE,
+    patch_size: int = 4,
+):
+    """A small ``CLIPConfig``: both towers and the joint space ``width`` wide."""
+    from transformers import CLIPConfig
 
-    config = CLIPConfig(
-        text_config=_clip_text_config(),
-        vision_config=dict(hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=_CLIP_IMAGE, patch_size=4),
-        projection_dim=_WIDTH, architectures=["CLIPModel"])
+    return CLIPConfig(
+        text_config=_clip_text_config(
+            hidden_size=width, intermediate_size=mlp, num_hidden_layers=text_layers, num_attention_heads=heads
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=mlp,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=heads,
+            image_size=image_size,
+            patch_size=patch_size,
+        ),
+        projection_dim=width,
+        architectures=["CLIPModel"],
+    )
+
+
+def write_clip(out: str, seed: int, config=None) -> None:
+    """Writes a random CLIP folder: ``config`` (default: the tiny ``clip_config()``), weights, tokenizer."""
+    from transformers import FlaxCLIPModel
+
+    config = clip_config() if config is None else config
+    size = config.vision_config.image_size
     config.save_pretrained(out)
-    _write_model(out, random_params(FlaxCLIPModel(config, _do_init=False).params_shape_tree, seed),
-                 "transformers", "model")
+    write_model(
+        out, random_params(FlaxCLIPModel(config, _do_init=False).params_shape_tree, seed), "transformers", "model"
+    )
     write_clip_tokenizer(out)
-    _write_json(os.path.join(out, "preprocessor_config.json"), {
-        "crop_size": {"height": _CLIP_IMAGE, "width": _CLIP_IMAGE}, "do_center_crop": True,
-        "do_normalize": True, "do_resize": True, "image_processor_type": "CLIPImageProcessor",
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3, "size": {"shortest_edge": _CLIP_IMAGE}})
+    _write_json(
+        os.path.join(out, "preprocessor_config.json"),
+        {
+            "crop_size": {"height": size, "width": size},
+            "do_center_crop": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "image_processor_type": "CLIPImageProcessor",
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "resample": 3,
+            "size": {"shortest_edge": size},
+        },
+    )
 
 
 def write_t5(out: str, seed: int) -> None:
     from transformers import FlaxT5ForConditionalGeneration, T5Config
 
     vocab = write_t5_tokenizer(out)
-    config = T5Config(vocab_size=vocab, d_model=_WIDTH, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                      feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                      decoder_start_token_id=0, architectures=["T5ForConditionalGeneration"])
+    config = T5Config(
+        vocab_size=vocab,
+        d_model=_WIDTH,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,
+        architectures=["T5ForConditionalGeneration"],
+    )
     config.save_pretrained(out)
     model = FlaxT5ForConditionalGeneration(config, _do_init=False)
-    _write_model(out, random_params(model.params_shape_tree, seed), "transformers", "model")
+    write_model(out, random_params(model.params_shape_tree, seed), "transformers", "model")
 
 
 def write_dino(out: str, seed: int) -> None:
     from transformers import FlaxViTModel, ViTConfig
 
-    config = ViTConfig(hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       image_size=_CLIP_IMAGE, patch_size=8, qkv_bias=True, architectures=["ViTModel"])
+    config = ViTConfig(
+        hidden_size=_WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=_CLIP_IMAGE,
+        patch_size=8,
+        qkv_bias=True,
+        architectures=["ViTModel"],
+    )
     config.save_pretrained(out)
-    _write_model(out, random_params(FlaxViTModel(config, _do_init=False).params_shape_tree, seed),
-                 "transformers", "model")
-    _write_json(os.path.join(out, "preprocessor_config.json"), {
-        "do_normalize": True, "do_resize": True, "image_processor_type": "ViTImageProcessor",
-        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3,
-        "size": {"height": _CLIP_IMAGE, "width": _CLIP_IMAGE}})
+    write_model(
+        out, random_params(FlaxViTModel(config, _do_init=False).params_shape_tree, seed), "transformers", "model"
+    )
+    _write_json(
+        os.path.join(out, "preprocessor_config.json"),
+        {
+            "do_normalize": True,
+            "do_resize": True,
+            "image_processor_type": "ViTImageProcessor",
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+            "resample": 3,
+            "size": {"height": _CLIP_IMAGE, "width": _CLIP_IMAGE},
+        },
+    )
 
 
 # The fields diffusers' save_pretrained writes for SD 1.x inpainting, at tiny sizes.
 UNET_CONFIG = {
-    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 4,
-    "block_out_channels": [32, 64], "center_input_sample": False, "cross_attention_dim": _WIDTH,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "downsample_padding": 1,
-    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 9, "layers_per_block": 1,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4,
-    "sample_size": 16, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 4,
+    "block_out_channels": [32, 64],
+    "center_input_sample": False,
+    "cross_attention_dim": _WIDTH,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 9,
+    "layers_per_block": 1,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 16,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
 }
 VAE_CONFIG = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 64],
-    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"], "in_channels": 3,
-    "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32, "out_channels": 3,
-    "sample_size": 32, "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [32, 64],
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
 }
 # SD 1.x's real training schedule (scheduler/scheduler_config.json of the inpainting pipeline).
 SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
-    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
 }
 
 
@@ -222,23 +340,33 @@ def write_sd_inpaint(out: str, seed: int) -> None:
     from transformers import CLIPTextConfig, FlaxCLIPTextModel
 
     version = {"_diffusers_version": "0.39.0"}
-    _write_json(os.path.join(out, "model_index.json"), {
-        "_class_name": "StableDiffusionInpaintPipeline", **version,
-        "feature_extractor": [None, None], "requires_safety_checker": False,
-        "safety_checker": [None, None], "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})
-    for sub, cls, config in (("unet", FlaxUNet2DConditionModel, UNET_CONFIG),
-                             ("vae", FlaxAutoencoderKL, VAE_CONFIG)):
+    _write_json(
+        os.path.join(out, "model_index.json"),
+        {
+            "_class_name": "StableDiffusionInpaintPipeline",
+            **version,
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "scheduler": ["diffusers", "PNDMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        },
+    )
+    for sub, cls, config in (("unet", FlaxUNet2DConditionModel, UNET_CONFIG), ("vae", FlaxAutoencoderKL, VAE_CONFIG)):
         _write_json(os.path.join(out, sub, "config.json"), {**config, **version})
         shapes = jax.eval_shape(cls.from_config(config).init_weights, jax.random.key(0))
-        _write_model(os.path.join(out, sub), random_params(shapes, seed + hash_name(sub)),
-                     "diffusers", "diffusion_pytorch_model")
+        write_model(
+            os.path.join(out, sub), random_params(shapes, seed + hash_name(sub)), "diffusers", "diffusion_pytorch_model"
+        )
     text_config = CLIPTextConfig(**_clip_text_config(architectures=["CLIPTextModel"]))
     text_config.save_pretrained(os.path.join(out, "text_encoder"))
     text_shapes = FlaxCLIPTextModel(text_config, _do_init=False).params_shape_tree
-    _write_model(os.path.join(out, "text_encoder"), random_params(text_shapes, seed + hash_name("text")),
-                 "transformers", "model")
+    write_model(
+        os.path.join(out, "text_encoder"), random_params(text_shapes, seed + hash_name("text")), "transformers", "model"
+    )
     write_clip_tokenizer(os.path.join(out, "tokenizer"))
     _write_json(os.path.join(out, "scheduler", "scheduler_config.json"), {**SCHEDULER_CONFIG, **version})
 
@@ -251,8 +379,12 @@ def hash_name(name: str) -> int:
 def weights_digest(bundle: str) -> str:
     """sha256 over the bundle's safetensors files (sorted relative paths and bytes)."""
     digest = hashlib.sha256()
-    paths = sorted(os.path.relpath(os.path.join(d, f), bundle).replace(os.sep, "/")
-                   for d, _, names in os.walk(bundle) for f in names if f.endswith(".safetensors"))
+    paths = sorted(
+        os.path.relpath(os.path.join(d, f), bundle).replace(os.sep, "/")
+        for d, _, names in os.walk(bundle)
+        for f in names
+        if f.endswith(".safetensors")
+    )
     for rel in paths:
         digest.update(rel.encode() + b"\0")
         with open(os.path.join(bundle, rel), "rb") as f:
@@ -294,16 +426,20 @@ def write_bundle(out: str, seed: int = 0, force: bool = False) -> str:
         return out
     if os.path.lexists(out):
         if not os.path.isdir(out) or os.path.islink(out):
-            raise BundleFolderError(f"towers bundle {out!r} exists and is not a folder; name a new folder "
-                                    "for the tiny bundle.")
+            raise BundleFolderError(
+                f"towers bundle {out!r} exists and is not a folder; name a new folder for the tiny bundle."
+            )
         if existing is None and os.listdir(out):
-            raise BundleFolderError(f"towers bundle {out!r} is a folder that holds no tiny bundle "
-                                    "(no bundle.json); it is left untouched. Name an empty or new folder.")
+            raise BundleFolderError(
+                f"towers bundle {out!r} is a folder that holds no tiny bundle "
+                "(no bundle.json); it is left untouched. Name an empty or new folder."
+            )
         if existing is not None and not force:
             raise BundleFolderError(
                 f"towers bundle {out!r} was written with seed {existing.get('seed')} (format "
                 f"{existing.get('format')}), not seed {seed} (format {FORMAT}); a checkpoint trained on it "
-                "would not match other towers. Use another folder, or rewrite it with --force.")
+                "would not match other towers. Use another folder, or rewrite it with --force."
+            )
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tiny-", dir=parent)

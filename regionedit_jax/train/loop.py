@@ -5,8 +5,9 @@ Resume order: the workdir's latest checkpoint (state + data iterator, exact), el
 (``workdir/checkpoints/<step>/``) hold the train state, the trainable ``params`` (what the
 Editor reads), every process's data-iterator position and the config; the last
 ``keep_checkpoints`` are kept. SIGTERM (cluster preemption) reaching any host makes every
-host save the same step and exit (the flag is agreed by all processes each step). Loss and gradient norm are checked for NaN/inf at every log step and before every
-save: a bad value stops the run with a clear message and the last good checkpoint stays.
+host save the same step and exit (the flag is agreed by all processes each step). Loss and
+gradient norm are checked for NaN/inf at every log step and before every save: a bad value
+stops the run with a clear message and the last good checkpoint stays.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from regionedit_jax import checkpoints as params_io, generators
+from regionedit_jax import checkpoints as params_io
+from regionedit_jax import generators
 from regionedit_jax.data import pipeline
 from regionedit_jax.model import RegionEditModel
 from regionedit_jax.towers import bundle
-from regionedit_jax.train import mesh as mesh_lib, writers
+from regionedit_jax.train import mesh as mesh_lib
+from regionedit_jax.train import writers
 from regionedit_jax.train.state import TrainState, make_optimizer
 from regionedit_jax.train.step import make_train_step
 
@@ -50,16 +54,19 @@ def initialize_distributed(config) -> None:
     kwargs = {}
     if dc.coordinator_address:  # local multi-process runs: CPU collectives need gloo (no effect on GPUs)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        kwargs = dict(coordinator_address=dc.coordinator_address, num_processes=dc.num_processes,
-                      process_id=dc.process_id)
+        kwargs = dict(
+            coordinator_address=dc.coordinator_address, num_processes=dc.num_processes, process_id=dc.process_id
+        )
     jax.distributed.initialize(**kwargs)
 
 
 def _check_finite(step: int, metrics: dict[str, float]) -> None:
     bad = {k: metrics[k] for k in ("total", "grad_norm") if not np.isfinite(metrics[k])}
     if bad:
-        raise TrainingDiverged(f"step {step}: {bad} is not finite; stopping. The last good checkpoint is kept; "
-                               "lower optimizer.lr or raise optimizer.grad_clip's strictness and resume.")
+        raise TrainingDiverged(
+            f"step {step}: {bad} is not finite; stopping. The last good checkpoint is kept; "
+            "lower optimizer.lr or raise optimizer.grad_clip's strictness and resume."
+        )
 
 
 def _any_process(flag: bool) -> bool:
@@ -124,15 +131,20 @@ class Trainer:
         state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=state_sh)(jax.random.key(config.seed))
         replicated = NamedSharding(mesh, P())
         batch_sh = NamedSharding(mesh, mesh_lib.BATCH)
-        step = jax.jit(make_train_step(model, config), in_shardings=(state_sh, frozen_sh, batch_sh, replicated),
-                       out_shardings=(state_sh, replicated, batch_sh), donate_argnums=(0,))
+        step = jax.jit(
+            make_train_step(model, config),
+            in_shardings=(state_sh, frozen_sh, batch_sh, replicated),
+            out_shardings=(state_sh, replicated, batch_sh),
+            donate_argnums=(0,),
+        )
         start = time.perf_counter()
         compiled = step.lower(state, frozen, pipeline.to_global(sample_batch, mesh), jax.random.key(0)).compile()
         return cls(config, model, mesh, frozen, state, state_sh, compiled, time.perf_counter() - start)
 
     def abstract_state(self) -> Any:
-        return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                      self.state, self.state_shardings)
+        return jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state, self.state_shardings
+        )
 
 
 def load_towers(config) -> dict[str, Any]:
@@ -143,10 +155,17 @@ def load_towers(config) -> dict[str, Any]:
 def make_training_dataset(config, towers: dict[str, Any], **overrides):
     """``pipeline.make_dataset`` for ``config`` with the towers' tokenizers and the generator's prompt tokens."""
     generator = generators.make(config.generator, towers, num_steps=config.train.generator_steps)
-    args = dict(image_size=config.image_size, global_batch_size=config.global_batch_size,
-                clip_tokenizer=towers["clip"].tokenizer, t5_tokenizer=towers["t5"].tokenizer, seed=config.seed,
-                prompt_tokenizer=generator.prompt_tokenizer, t5_max_length=towers["t5"].max_length,
-                crop=config.data.crop, worker_count=config.data.workers)
+    args = dict(
+        image_size=config.image_size,
+        global_batch_size=config.global_batch_size,
+        clip_tokenizer=towers["clip"].tokenizer,
+        t5_tokenizer=towers["t5"].tokenizer,
+        seed=config.seed,
+        prompt_tokenizer=generator.prompt_tokenizer,
+        t5_max_length=towers["t5"].max_length,
+        crop=config.data.crop,
+        worker_count=config.data.workers,
+    )
     return pipeline.make_dataset(config.data.path, **{**args, **overrides})
 
 
@@ -211,20 +230,27 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     data = iter(dataset)
     manager = params_io.manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints, create=True)
     if (manager.latest_step() or 0) >= tc.num_steps:
-        say(f"{workdir} is already trained to step {manager.latest_step()} (train.num_steps={tc.num_steps}); "
-            "nothing to do. Raise --config.train.num_steps to train further.")
+        say(
+            f"{workdir} is already trained to step {manager.latest_step()} (train.num_steps={tc.num_steps}); "
+            "nothing to do. Raise --config.train.num_steps to train further."
+        )
         manager.close()
         return {}
     first = next(iter(dataset))  # shapes for compiling; the training iterator is untouched
     trainer = Trainer.build(config, first, towers)
-    say(f"mesh {dict(trainer.mesh.shape)} on {jax.device_count()} devices, {jax.process_count()} process(es); "
-        f"step compiled in {trainer.compile_seconds:.1f} s")
+    say(
+        f"mesh {dict(trainer.mesh.shape)} on {jax.device_count()} devices, {jax.process_count()} process(es); "
+        f"step compiled in {trainer.compile_seconds:.1f} s"
+    )
 
     latest = manager.latest_step()
     if latest is not None:
-        restored = manager.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(trainer.abstract_state()),
-            data=grain.checkpoint.CheckpointRestore(data)))
+        restored = manager.restore(
+            latest,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(trainer.abstract_state()), data=grain.checkpoint.CheckpointRestore(data)
+            ),
+        )
         trainer.state = restored.state
         say(f"resumed from {workdir}/checkpoints step {latest}")
     elif tc.init_checkpoint:
@@ -241,17 +267,23 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
 
     def save(at: int, metrics) -> None:
         _check_finite(at, {k: float(v) for k, v in jax.device_get(metrics).items()})
-        manager.save(at, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(trainer.state), params=ocp.args.StandardSave(trainer.state.params),
-            data=grain.checkpoint.CheckpointSave(data),
-            config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))))
+        manager.save(
+            at,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(trainer.state),
+                params=ocp.args.StandardSave(trainer.state.params),
+                data=grain.checkpoint.CheckpointSave(data),
+                config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
+            ),
+        )
 
     with _Preemption() as preemption:
         try:
             while step < tc.num_steps:
                 local = next(data)
-                trainer.state, metrics, preview = trainer.step_fn(trainer.state, trainer.frozen,
-                                                         pipeline.to_global(local, trainer.mesh), rng)
+                trainer.state, metrics, preview = trainer.step_fn(
+                    trainer.state, trainer.frozen, pipeline.to_global(local, trainer.mesh), rng
+                )
                 step += 1
                 # Read once, agreed by all processes: a SIGTERM that reached any host stops every
                 # host after this same step (one saves alone would leave the others in a collective).
@@ -266,10 +298,13 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                     rate = (step - timer[1]) / max(now - timer[0], 1e-9)
                     timer = (now, step)
                     eta = (tc.num_steps - step) / max(rate, 1e-9)
-                    say(f"step {step}/{tc.num_steps}  loss {last['total']:.4f}  sem {last['sem']:.3f}  "
+                    say(
+                        f"step {step}/{tc.num_steps}  loss {last['total']:.4f}  sem {last['sem']:.3f}  "
                         f"clip {last['clip']:.3f}  dir {last['direction']:.3f}  struct {last['structure']:.4f}  "
                         f"mask {last['mask_area']:.2f}  |g| {last['grad_norm']:.3g}  {rate:.2f} steps/s  "
-                        f"ETA {eta / 60:.1f} min", flush=True)
+                        f"ETA {eta / 60:.1f} min",
+                        flush=True,
+                    )
                 if tc.panel_every and (step % tc.panel_every == 0 or done) and is_main:
                     image = _panel(trainer, local, preview)
                     writers.save_png(os.path.join(workdir, "panels", f"step_{step:07d}.png"), image)

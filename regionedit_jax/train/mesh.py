@@ -17,7 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXES = ("data", "fsdp")
 BATCH = P(AXES)
@@ -35,8 +36,9 @@ def make_mesh(sizes: dict[str, int], devices: Sequence[jax.Device] | None = None
             raise ValueError(f"mesh {dict(zip(AXES, shape))}: {len(devices)} devices are not a multiple of {known}.")
         shape[shape.index(-1)] = len(devices) // known
     if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"mesh {dict(zip(AXES, shape))} needs {int(np.prod(shape))} devices; "
-                         f"there are {len(devices)}.")
+        raise ValueError(
+            f"mesh {dict(zip(AXES, shape))} needs {int(np.prod(shape))} devices; there are {len(devices)}."
+        )
     return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
 
 

@@ -33,17 +33,36 @@ def make_loss_fn(model: RegionEditModel, config) -> Callable:
 
     def loss_fn(params, frozen, batch: Batch, rng: jax.Array):
         images = batch["image"].astype(jnp.float32) / 255.0  # [b, S, S, 3]
-        out = model.forward(params, frozen, images, batch["t5_ids"], batch["t5_mask"], batch["prompt_ids"], rng,
-                            guidance_scale=guidance, threshold=threshold, train=True)
+        out = model.forward(
+            params,
+            frozen,
+            images,
+            batch["t5_ids"],
+            batch["t5_mask"],
+            batch["prompt_ids"],
+            rng,
+            guidance_scale=guidance,
+            threshold=threshold,
+            train=True,
+        )
         text_source = model.clip.encode_text(frozen["clip"], batch["clip_caption_ids"], batch["clip_caption_mask"])
         text_target = model.clip.encode_text(frozen["clip"], batch["clip_target_ids"], batch["clip_target_mask"])
         edit = model.clip.encode_image(frozen["clip"], out.edited)
-        project = lambda tokens: model.projector.apply({"params": params["projector"]}, tokens)  # noqa: E731
+        project = lambda tokens: model.projector.apply({"params": params["projector"]}, tokens)
         area = out.mask.mean(axis=(1, 2))
         total, terms = losses.total(
-            weights, projected_fused=project(out.fused), projected_source=project(out.source.patches),
-            text_target=text_target, text_source=text_source, image_edit=edit.cls, image_source=out.source.cls,
-            tokens_edit=edit.patches, tokens_source=out.source.patches, edited=area > 0)
+            weights,
+            projected_fused=project(out.fused),
+            projected_source=project(out.source.patches),
+            text_target=text_target,
+            text_source=text_source,
+            image_edit=edit.cls,
+            image_source=out.source.cls,
+            tokens_edit=edit.patches,
+            tokens_source=out.source.patches,
+            edited=area > 0,
+            probs=out.probs,
+        )
         terms.update(mask_area=area.mean(), empty_masks=(area == 0).mean(), full_masks=(area == 1).mean())
         return total, (terms, {"edited": out.edited, "mask": out.mask})
 
@@ -59,10 +78,16 @@ def make_train_step(model: RegionEditModel, config) -> Callable:
         """-> (new state, scalar metrics, preview {"edited" [b,S,S,3] uint8, "mask" [b,S,S] uint8})."""
         rng = jax.random.fold_in(rng, state.step)
         (_, (terms, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, frozen, batch, rng)
-        metrics = {**terms, "grad_norm": optax.tree.norm(grads),
-                   "grad_norm_region": optax.tree.norm(grads["region"]), "lr": schedule(state.step)}
-        preview = {"edited": jnp.round(extras["edited"] * 255).astype(jnp.uint8),
-                   "mask": extras["mask"].astype(jnp.uint8)}
+        metrics = {
+            **terms,
+            "grad_norm": optax.tree.norm(grads),
+            "grad_norm_region": optax.tree.norm(grads["region"]),
+            "lr": schedule(state.step),
+        }
+        preview = {
+            "edited": jnp.round(extras["edited"] * 255).astype(jnp.uint8),
+            "mask": extras["mask"].astype(jnp.uint8),
+        }
         return state.apply_gradients(grads), metrics, preview
 
     return train_step

@@ -46,12 +46,14 @@ class MetricWriter:
             self._writer.close()
 
 
-def panel(sources: np.ndarray, masks: np.ndarray, edited: np.ndarray, captions: Sequence[str],
-          cell: int = 160) -> np.ndarray:
+def panel(
+    sources: np.ndarray, masks: np.ndarray, edited: np.ndarray, captions: Sequence[str], cell: int = 160
+) -> np.ndarray:
     """Rows of source | region overlay | edited with a caption under each row.
 
     sources, edited: [n, S, S, 3] uint8 or float in [0, 1]; masks: [n, S, S] -> [H, W, 3] uint8.
     """
+
     def u8(x):
         x = np.asarray(x)
         return x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)

@@ -21,7 +21,21 @@ from regionedit_jax.worlds.scenes import (
 )
 
 __all__ = [
-    "KINDS", "Edit", "Obj", "Scene", "WorldConfig", "caption", "decode", "edits", "encode",
-    "example", "examples", "parse", "render", "sample_edit", "sample_scene", "scenes",
+    "KINDS",
+    "Edit",
+    "Obj",
+    "Scene",
+    "WorldConfig",
+    "caption",
+    "decode",
+    "edits",
+    "encode",
+    "example",
+    "examples",
+    "parse",
+    "render",
+    "sample_edit",
+    "sample_scene",
+    "scenes",
     "score_iou",
 ]

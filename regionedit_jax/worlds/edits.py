@@ -50,54 +50,116 @@ TEST_SHARE = 4  # one scene in TEST_SHARE belongs to the test split
 
 TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     "local": {
-        "colour": ("make {ref} {colour}", "change the colour of {ref} to {colour}",
-                   "paint {ref} {colour}", "turn {ref} {colour}", "recolour {ref} in {colour}",
-                   "colour {ref} {colour} instead"),
-        "shape": ("turn {ref} into a {shape}", "replace {ref} with {new}",
-                  "change {ref} into a {shape}", "make {ref} a {shape}",
-                  "swap {ref} for a {shape}", "reshape {ref} into a {shape}")},
+        "colour": (
+            "make {ref} {colour}",
+            "change the colour of {ref} to {colour}",
+            "paint {ref} {colour}",
+            "turn {ref} {colour}",
+            "recolour {ref} in {colour}",
+            "colour {ref} {colour} instead",
+        ),
+        "shape": (
+            "turn {ref} into a {shape}",
+            "replace {ref} with {new}",
+            "change {ref} into a {shape}",
+            "make {ref} a {shape}",
+            "swap {ref} for a {shape}",
+            "reshape {ref} into a {shape}",
+        ),
+    },
     "texture": {
-        "pattern": ("make {ref} {pattern}", "give {ref} a {pattern} pattern",
-                    "change the pattern of {ref} to {pattern}", "turn {ref} {pattern}",
-                    "let {ref} be {pattern}", "switch {ref} to a {pattern} look")},
+        "pattern": (
+            "make {ref} {pattern}",
+            "give {ref} a {pattern} pattern",
+            "change the pattern of {ref} to {pattern}",
+            "turn {ref} {pattern}",
+            "let {ref} be {pattern}",
+            "switch {ref} to a {pattern} look",
+        )
+    },
     "add": {
-        "place": ("add {obj} {pos}", "put {obj} {pos}", "place {obj} {pos}", "draw {obj} {pos}",
-                  "insert {obj} {pos}", "there should be {obj} {pos}"),
-        "open": ("add {obj}", "put {obj} in the picture", "place {obj} somewhere",
-                 "draw {obj} anywhere", "include {obj}", "insert {obj} wherever it fits")},
+        "place": (
+            "add {obj} {pos}",
+            "put {obj} {pos}",
+            "place {obj} {pos}",
+            "draw {obj} {pos}",
+            "insert {obj} {pos}",
+            "there should be {obj} {pos}",
+        ),
+        "open": (
+            "add {obj}",
+            "put {obj} in the picture",
+            "place {obj} somewhere",
+            "draw {obj} anywhere",
+            "include {obj}",
+            "insert {obj} wherever it fits",
+        ),
+    },
     "remove": {
-        "object": ("remove {ref}", "get rid of {ref}", "delete {ref}", "take away {ref}",
-                   "erase {ref}", "take {ref} out of the picture")},
+        "object": (
+            "remove {ref}",
+            "get rid of {ref}",
+            "delete {ref}",
+            "take away {ref}",
+            "erase {ref}",
+            "take {ref} out of the picture",
+        )
+    },
     "background": {
-        "colour": ("make the background {bg}", "change the background to {bg}",
-                   "paint the background {bg}", "turn the background {bg}",
-                   "use a {bg} background", "give it a {bg} background"),
-        "texture": ("make the background {tex}", "give the background a {tex} texture",
-                    "change the background texture to {tex}", "turn the background {tex}",
-                    "use a {tex} background", "let the background be {tex}"),
-        "both": ("make the background {tex} {bg}", "change the background to {tex} {bg}",
-                 "replace the background with a {tex} {bg} one",
-                 "put everything on a {tex} {bg} background", "use a {tex} {bg} background",
-                 "switch to a {tex} {bg} background")},
+        "colour": (
+            "make the background {bg}",
+            "change the background to {bg}",
+            "paint the background {bg}",
+            "turn the background {bg}",
+            "use a {bg} background",
+            "give it a {bg} background",
+        ),
+        "texture": (
+            "make the background {tex}",
+            "give the background a {tex} texture",
+            "change the background texture to {tex}",
+            "turn the background {tex}",
+            "use a {tex} background",
+            "let the background be {tex}",
+        ),
+        "both": (
+            "make the background {tex} {bg}",
+            "change the background to {tex} {bg}",
+            "replace the background with a {tex} {bg} one",
+            "put everything on a {tex} {bg} background",
+            "use a {tex} {bg} background",
+            "switch to a {tex} {bg} background",
+        ),
+    },
     "global": {
-        "lighting": ("make it {adj}", "show the scene {phrase}", "relight the scene {phrase}",
-                     "set the scene {phrase}", "make it look like it is {phrase}",
-                     "how would it look {phrase}")},
+        "lighting": (
+            "make it {adj}",
+            "show the scene {phrase}",
+            "relight the scene {phrase}",
+            "set the scene {phrase}",
+            "make it look like it is {phrase}",
+            "how would it look {phrase}",
+        )
+    },
     "style": {
-        "style": ("turn it into {noun}", "make it {noun}", "redraw it {phrase}",
-                  "show the picture {phrase}", "render the image {phrase}",
-                  "convert the picture into {noun}")},
+        "style": (
+            "turn it into {noun}",
+            "make it {noun}",
+            "redraw it {phrase}",
+            "show the picture {phrase}",
+            "render the image {phrase}",
+            "convert the picture into {noun}",
+        )
+    },
 }
 LIGHTING_WORDS = {"night": "night", "sunset": "sunset", "fog": "foggy"}  # "make it ..."
-STYLE_NOUNS = {"outline": "an outline drawing", "pastel": "a pastel picture",
-               "pixel": "pixel art"}
+STYLE_NOUNS = {"outline": "an outline drawing", "pastel": "a pastel picture", "pixel": "pixel art"}
 
 
 def phrasings(kind: str, variant: str, split: str) -> tuple[str, ...]:
     """The templates of one kind and variant a split uses (test: every third, train: the rest)."""
     _check_split(split)
-    return tuple(t for i, t in enumerate(TEMPLATES[kind][variant])
-                 if (i % 3 == 2) == (split == "test"))
+    return tuple(t for i, t in enumerate(TEMPLATES[kind][variant]) if (i % 3 == 2) == (split == "test"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,8 +193,7 @@ def footprint(obj: Obj, cfg: WorldConfig) -> np.ndarray:
     """bool [S, S]: where a placed object is drawn."""
     if obj.cell == ANYWHERE:
         raise ValueError("an object of cell -1 has no footprint until it is placed")
-    return footprint_table(cfg)[cfg.shapes.index(obj.shape), cfg.size_names.index(obj.size),
-                                obj.cell]
+    return footprint_table(cfg)[cfg.shapes.index(obj.shape), cfg.size_names.index(obj.size), obj.cell]
 
 
 def refer(obj: Obj, scene: Scene, cfg: WorldConfig, rng: np.random.Generator) -> str:
@@ -141,8 +202,7 @@ def refer(obj: Obj, scene: Scene, cfg: WorldConfig, rng: np.random.Generator) ->
     pos = cell_phrases(cfg.grid)[obj.cell]
 
     def unique(*fields: str) -> bool:
-        return sum(all(getattr(o, f) == getattr(obj, f) for f in fields)
-                   for o in scene.objects) == 1
+        return sum(all(getattr(o, f) == getattr(obj, f) for f in fields) for o in scene.objects) == 1
 
     names = [f"the {obj.shape} {pos}", f"the {obj.colour} {obj.shape} {pos}"]
     if unique("shape"):
@@ -160,8 +220,10 @@ def _pick(rng: np.random.Generator, options: Sequence, avoid=None):
     """A random option other than `avoid`."""
     left = [o for o in options if o != avoid]
     if not left:
-        raise ValueError(f"nothing to choose from {list(options)} besides {avoid!r}; the world "
-                         "config needs more vocabulary for this edit")
+        raise ValueError(
+            f"nothing to choose from {list(options)} besides {avoid!r}; the world "
+            "config needs more vocabulary for this edit"
+        )
     return left[int(rng.integers(len(left)))]
 
 
@@ -185,16 +247,14 @@ def _local(rng, scene, cfg, split):
     else:
         new = dataclasses.replace(obj, shape=_pick(rng, cfg.shapes, obj.shape))
         described = describe_object(new, cfg)
-        text = _phrase(rng, "local", "shape", split, ref=ref, shape=new.shape,
-                       new=f"{article(described)} {described}")
+        text = _phrase(rng, "local", "shape", split, ref=ref, shape=new.shape, new=f"{article(described)} {described}")
     return text, _swap(scene, obj, new), footprint(obj, cfg) | footprint(new, cfg)
 
 
 def _texture(rng, scene, cfg, split):
     obj = _pick(rng, scene.objects)
     new = dataclasses.replace(obj, pattern=_pick(rng, cfg.patterns, obj.pattern))
-    text = _phrase(rng, "texture", "pattern", split, ref=refer(obj, scene, cfg, rng),
-                   pattern=new.pattern)
+    text = _phrase(rng, "texture", "pattern", split, ref=refer(obj, scene, cfg, rng), pattern=new.pattern)
     return text, _swap(scene, obj, new), footprint(obj, cfg)
 
 
@@ -203,8 +263,13 @@ def _add(rng, scene, cfg, split):
     if len(scene.objects) >= cfg.max_objects or not free:
         return None
     open_place = bool(rng.random() < 0.5)
-    new = Obj(_pick(rng, cfg.shapes), _pick(rng, cfg.colour_names), _pick(rng, cfg.size_names),
-              ANYWHERE if open_place else _pick(rng, free), _pick(rng, cfg.patterns))
+    new = Obj(
+        _pick(rng, cfg.shapes),
+        _pick(rng, cfg.colour_names),
+        _pick(rng, cfg.size_names),
+        ANYWHERE if open_place else _pick(rng, free),
+        _pick(rng, cfg.patterns),
+    )
     described = describe_object(new, cfg)
     fields = {"obj": f"{article(described)} {described}"}
     if open_place:
@@ -248,8 +313,7 @@ def _global(rng, scene, cfg, split):
 
 def _style(rng, scene, cfg, split):
     style = _pick(rng, cfg.style_names[1:], scene.style)
-    text = _phrase(rng, "style", "style", split, noun=STYLE_NOUNS[style],
-                   phrase=dict(cfg.styles)[style])
+    text = _phrase(rng, "style", "style", split, noun=STYLE_NOUNS[style], phrase=dict(cfg.styles)[style])
     return text, dataclasses.replace(scene, style=style), _everything(cfg)
 
 
@@ -257,12 +321,20 @@ def _everything(cfg: WorldConfig) -> np.ndarray:
     return np.ones((cfg.image_size,) * 2, bool)
 
 
-_MAKERS = {"local": _local, "texture": _texture, "add": _add, "remove": _remove,
-           "background": _background, "global": _global, "style": _style}
+_MAKERS = {
+    "local": _local,
+    "texture": _texture,
+    "add": _add,
+    "remove": _remove,
+    "background": _background,
+    "global": _global,
+    "style": _style,
+}
 
 
-def sample_edit(rng: np.random.Generator, cfg: WorldConfig | None = None, split: str = "train",
-                kind: str | None = None) -> Edit:
+def sample_edit(
+    rng: np.random.Generator, cfg: WorldConfig | None = None, split: str = "train", kind: str | None = None
+) -> Edit:
     """A random edit of a random scene of `split` (a random kind unless `kind` is given)."""
     cfg = cfg or WorldConfig()
     _check_split(split)
@@ -280,13 +352,15 @@ def sample_edit(rng: np.random.Generator, cfg: WorldConfig | None = None, split:
         (instruction, template), target, truth = made
         truth = truth if truth.ndim == 3 else truth[None]
         open_place = any(o.cell == ANYWHERE for o in target.objects)
-        return Edit(kind, instruction, scene, target, caption(scene, cfg), caption(target, cfg),
-                    truth, open_place, template)
+        return Edit(
+            kind, instruction, scene, target, caption(scene, cfg), caption(target, cfg), truth, open_place, template
+        )
     raise RuntimeError(f"no scene of the {split} split admits a {kind!r} edit under {cfg}")
 
 
-def example(split: str, index: int, seed: int = 0, cfg: WorldConfig | None = None,
-            kinds: Sequence[str] = KINDS) -> Edit:
+def example(
+    split: str, index: int, seed: int = 0, cfg: WorldConfig | None = None, kinds: Sequence[str] = KINDS
+) -> Edit:
     """Example `index` of `examples(split, n, seed, cfg, kinds)`, computed on its own."""
     _check_split(split)
     if not kinds:
@@ -295,8 +369,9 @@ def example(split: str, index: int, seed: int = 0, cfg: WorldConfig | None = Non
     return sample_edit(rng, cfg, split, kinds[index % len(kinds)])
 
 
-def examples(split: str, n: int, seed: int = 0, cfg: WorldConfig | None = None,
-             kinds: Sequence[str] = KINDS) -> list[Edit]:
+def examples(
+    split: str, n: int, seed: int = 0, cfg: WorldConfig | None = None, kinds: Sequence[str] = KINDS
+) -> list[Edit]:
     """n edits of a split, deterministic for a seed, kinds balanced round-robin."""
     cfg = cfg or WorldConfig()
     return [example(split, i, seed, cfg, kinds) for i in range(n)]

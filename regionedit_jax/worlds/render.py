@@ -58,11 +58,11 @@ def _star(px, py):  # five points, one at the top: folded by two mirror lines on
     return jnp.sqrt((x - ex * h) ** 2 + (y - ey * h) ** 2) * jnp.sign(y * ex - x * ey)
 
 
-_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star,
-           "diamond": _diamond}
+_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "diamond": _diamond}
 
 
 # Geometry --------------------------------------------------------------------------------------
+
 
 def cell_side(cfg: WorldConfig) -> float:
     return cfg.image_size / cfg.grid
@@ -103,8 +103,7 @@ def _distance(shape, dx, dy, radius, cfg: WorldConfig):
 
 def _slots(tokens, cfg: WorldConfig) -> dict[str, jax.Array]:
     """The object slots of tokens [B, T] as int arrays [B, max_objects] by field name."""
-    slots = tokens[:, len(GLOBAL_FIELDS):].reshape(tokens.shape[0], cfg.max_objects,
-                                                   len(SLOT_FIELDS))
+    slots = tokens[:, len(GLOBAL_FIELDS) :].reshape(tokens.shape[0], cfg.max_objects, len(SLOT_FIELDS))
     return {name: slots[..., i] for i, name in enumerate(SLOT_FIELDS)}
 
 
@@ -138,8 +137,9 @@ def background_mask(tokens, cfg: WorldConfig | None = None) -> jax.Array:
 @functools.lru_cache(maxsize=8)
 def footprint_table(cfg: WorldConfig) -> np.ndarray:
     """bool [shapes, sizes, grid*grid, S, S]: the footprint of every (shape, size, cell)."""
-    shape, size, cell = np.meshgrid(np.arange(len(cfg.shapes)), np.arange(len(cfg.sizes)),
-                                    np.arange(cfg.cells), indexing="ij")
+    shape, size, cell = np.meshgrid(
+        np.arange(len(cfg.shapes)), np.arange(len(cfg.sizes)), np.arange(cfg.cells), indexing="ij"
+    )
 
     @jax.jit
     def table(shape, size, cell):
@@ -151,16 +151,23 @@ def footprint_table(cfg: WorldConfig) -> np.ndarray:
 
 # Randomness and the placement of "anywhere" objects --------------------------------------------
 
+
 def _draws(key, b: int, cfg: WorldConfig) -> dict[str, jax.Array]:
     """Everything random about a batch of b pictures but the pixel noise, from one draw (each
     random draw is a large program to compile): uniforms in (0, 1) by use."""
     size, g = cfg.image_size, cfg.cells
-    widths = {"speckle": size * size, "checker": 2, "cloud": _CLOUD * _CLOUD, "order": g,
-              "ground": 3, "objects": 3 * cfg.max_objects}
+    widths = {
+        "speckle": size * size,
+        "checker": 2,
+        "cloud": _CLOUD * _CLOUD,
+        "order": g,
+        "ground": 3,
+        "objects": 3 * cfg.max_objects,
+    }
     u = jax.random.uniform(key, (b, sum(widths.values())), minval=1e-6, maxval=1 - 1e-6)
     out, start = {}, 0
     for name, width in widths.items():
-        out[name], start = u[:, start:start + width], start + width
+        out[name], start = u[:, start : start + width], start + width
     return out
 
 
@@ -176,8 +183,7 @@ def _resolve_cells(s, order, mask, cfg: WorldConfig):
     g = cfg.cells
     present = s["present"] > 0
     fixed = present & (s["cell"] < g)
-    occupied = jnp.any(jax.nn.one_hot(jnp.where(fixed, s["cell"], g), g + 1, dtype=bool)[..., :g],
-                       axis=1)
+    occupied = jnp.any(jax.nn.one_hot(jnp.where(fixed, s["cell"], g), g + 1, dtype=bool)[..., :g], axis=1)
     if mask is None:
         score = order
     else:
@@ -209,6 +215,7 @@ def resolve_cells(tokens, key, cfg: WorldConfig | None = None, *, mask=None) -> 
 
 
 # Painting --------------------------------------------------------------------------------------
+
 
 def _pattern_on(pattern, dx, dy, cfg: WorldConfig):
     """bool [..., S, S]: where the pattern colour shows inside an object."""
@@ -247,13 +254,14 @@ def _texture(texture, draws, cfg: WorldConfig):
     square = max(2.0, cell_side(cfg) / 2)
     offset = draws["checker"][:, :, None, None] * 2 * square
     pixels = jnp.arange(size, dtype=jnp.float32)
-    parity = (jnp.floor((pixels[None, None, :] + offset[:, 0]) / square)
-              + jnp.floor((pixels[None, :, None] + offset[:, 1]) / square)) % 2
+    parity = (
+        jnp.floor((pixels[None, None, :] + offset[:, 0]) / square)
+        + jnp.floor((pixels[None, :, None] + offset[:, 1]) / square)
+    ) % 2
     checkered = 0.07 * (2 * parity - 1)
     coarse = _normal(draws["cloud"]).reshape(b, _CLOUD, _CLOUD)
     cloudy = 0.06 * jax.image.resize(coarse, (b, size, size), "linear")
-    drawn = {"plain": jnp.zeros_like(u), "speckled": speckled, "checkered": checkered,
-             "cloudy": cloudy}
+    drawn = {"plain": jnp.zeros_like(u), "speckled": speckled, "checkered": checkered, "cloudy": cloudy}
     out = jnp.zeros_like(u)
     for k, name in enumerate(cfg.textures):
         out = jnp.where(texture[:, None, None] == k, drawn[name], out)
@@ -277,12 +285,16 @@ def _pixelate(image, cfg: WorldConfig):
     padded = jnp.pad(image, ((0, 0), (0, pad), (0, pad), (0, 0)), mode="edge")
     means = padded.reshape(image.shape[0], blocks, block, blocks, block, 3).mean((2, 4))
     big = jnp.repeat(jnp.repeat(means, block, axis=1), block, axis=2)
-    return jnp.round(big[:, :cfg.image_size, :cfg.image_size] * 7) / 7
+    return jnp.round(big[:, : cfg.image_size, : cfg.image_size] * 7) / 7
 
 
 def _styled(style, image, flat, ground, cfg: WorldConfig):
-    drawn = {"none": image, "outline": _outline(flat, ground), "pastel": 0.5 * image + 0.48,
-             "pixel": _pixelate(image, cfg)}
+    drawn = {
+        "none": image,
+        "outline": _outline(flat, ground),
+        "pastel": 0.5 * image + 0.48,
+        "pixel": _pixelate(image, cfg),
+    }
     out = image
     for k, name in enumerate(cfg.style_names):
         if name != "none":
@@ -291,9 +303,11 @@ def _styled(style, image, flat, ground, cfg: WorldConfig):
 
 
 def _lit(lighting, image, cfg: WorldConfig):
-    drawn = {"night": image * jnp.asarray([0.40, 0.45, 0.68]) + jnp.asarray([0.0, 0.0, 0.04]),
-             "sunset": image * jnp.asarray([1.0, 0.76, 0.52]) + jnp.asarray([0.10, 0.04, 0.0]),
-             "fog": 0.45 * image + 0.55 * jnp.asarray([0.80, 0.82, 0.84])}
+    drawn = {
+        "night": image * jnp.asarray([0.40, 0.45, 0.68]) + jnp.asarray([0.0, 0.0, 0.04]),
+        "sunset": image * jnp.asarray([1.0, 0.76, 0.52]) + jnp.asarray([0.10, 0.04, 0.0]),
+        "fog": 0.45 * image + 0.55 * jnp.asarray([0.80, 0.82, 0.84]),
+    }
     out = image
     for k, name in enumerate(cfg.lighting_names):
         if name != "none":
@@ -317,9 +331,12 @@ def _render(tokens, key, mask, noise, jitter, cfg: WorldConfig):
     colour = jnp.clip(colour + jitter * shifts, 0, 1)
     on = _pattern_on(s["pattern"], dx, dy, cfg)  # [B, M, S, S]
     second = pattern_colour(colour)
-    painted = jnp.stack([  # objects never overlap: their paint adds up (channel by channel)
-        (alpha * jnp.where(on, second[..., c, None, None], colour[..., c, None, None])).sum(1)
-        for c in range(3)], -1)
+    painted = jnp.stack(
+        [  # objects never overlap: their paint adds up (channel by channel)
+            (alpha * jnp.where(on, second[..., c, None, None], colour[..., c, None, None])).sum(1) for c in range(3)
+        ],
+        -1,
+    )
     cover = jnp.clip(alpha.sum(1), 0.0, 1.0)[..., None]
     flat_ground = jnp.broadcast_to(ground[:, None, None, :], painted.shape)
     textured = jnp.clip(flat_ground + _texture(tokens[:, 1], draws, cfg)[..., None], 0, 1)
@@ -327,13 +344,11 @@ def _render(tokens, key, mask, noise, jitter, cfg: WorldConfig):
     image = textured * (1 - cover) + painted
     image = _styled(tokens[:, 3], image, flat, ground, cfg)
     image = _lit(tokens[:, 2], image, cfg)
-    image = jax.lax.cond(noise > 0, lambda: image + noise * jax.random.normal(k_noise, image.shape),
-                         lambda: image)
+    image = jax.lax.cond(noise > 0, lambda: image + noise * jax.random.normal(k_noise, image.shape), lambda: image)
     return jnp.clip(image, 0.0, 1.0)
 
 
-def render(tokens, key, cfg: WorldConfig | None = None, *, mask=None, noise=0.0,
-           jitter=0.0) -> jax.Array:
+def render(tokens, key, cfg: WorldConfig | None = None, *, mask=None, noise=0.0, jitter=0.0) -> jax.Array:
     """tokens int32 [B, T] -> images float32 [B, S, S, 3] in [0, 1] (jitted; vmappable).
 
     mask [B, S, S] (1 = may paint) steers objects of cell -1 to the free cell with the most mask
@@ -346,10 +361,8 @@ def render(tokens, key, cfg: WorldConfig | None = None, *, mask=None, noise=0.0,
     if mask is not None:
         mask = jnp.asarray(mask)
         if mask.shape != (tokens.shape[0], size, size):
-            raise ValueError(f"expected mask [{tokens.shape[0]}, {size}, {size}], "
-                             f"got {mask.shape}")
-    return _render(tokens, key, mask, jnp.asarray(noise, jnp.float32),
-                   jnp.asarray(jitter, jnp.float32), cfg=cfg)
+            raise ValueError(f"expected mask [{tokens.shape[0]}, {size}, {size}], got {mask.shape}")
+    return _render(tokens, key, mask, jnp.asarray(noise, jnp.float32), jnp.asarray(jitter, jnp.float32), cfg=cfg)
 
 
 def render_scene(scene: Scene, key, cfg: WorldConfig | None = None) -> np.ndarray:

@@ -54,39 +54,58 @@ class WorldConfig:
     max_objects: int = 4
     shapes: tuple[str, ...] = KNOWN_SHAPES
     colours: tuple[tuple[str, RGB], ...] = (
-        ("red", (0.86, 0.12, 0.12)), ("green", (0.13, 0.70, 0.18)), ("blue", (0.12, 0.30, 0.92)),
-        ("yellow", (0.98, 0.88, 0.08)), ("purple", (0.60, 0.18, 0.80)),
-        ("orange", (1.00, 0.52, 0.04)), ("white", (0.98, 0.98, 0.98)),
-        ("black", (0.04, 0.04, 0.04)))
+        ("red", (0.86, 0.12, 0.12)),
+        ("green", (0.13, 0.70, 0.18)),
+        ("blue", (0.12, 0.30, 0.92)),
+        ("yellow", (0.98, 0.88, 0.08)),
+        ("purple", (0.60, 0.18, 0.80)),
+        ("orange", (1.00, 0.52, 0.04)),
+        ("white", (0.98, 0.98, 0.98)),
+        ("black", (0.04, 0.04, 0.04)),
+    )
     sizes: tuple[tuple[str, float], ...] = (("small", 0.28), ("large", 0.45))  # radius / cell
     patterns: tuple[str, ...] = KNOWN_PATTERNS
     backgrounds: tuple[tuple[str, RGB], ...] = (
-        ("grey", (0.52, 0.52, 0.52)), ("beige", (0.84, 0.76, 0.58)), ("navy", (0.14, 0.18, 0.46)),
-        ("pink", (0.93, 0.58, 0.72)), ("teal", (0.04, 0.46, 0.50)))
+        ("grey", (0.52, 0.52, 0.52)),
+        ("beige", (0.84, 0.76, 0.58)),
+        ("navy", (0.14, 0.18, 0.46)),
+        ("pink", (0.93, 0.58, 0.72)),
+        ("teal", (0.04, 0.46, 0.50)),
+    )
     textures: tuple[str, ...] = KNOWN_TEXTURES
     lightings: tuple[tuple[str, str], ...] = (
-        ("none", ""), ("night", "at night"), ("sunset", "at sunset"), ("fog", "in fog"))
+        ("none", ""),
+        ("night", "at night"),
+        ("sunset", "at sunset"),
+        ("fog", "in fog"),
+    )
     styles: tuple[tuple[str, str], ...] = (
-        ("none", ""), ("outline", "as an outline drawing"), ("pastel", "in pastel colours"),
-        ("pixel", "as pixel art"))
+        ("none", ""),
+        ("outline", "as an outline drawing"),
+        ("pastel", "in pastel colours"),
+        ("pixel", "as pixel art"),
+    )
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.grid < 1:
-            raise ValueError(f"need image_size >= 8 and grid >= 1, got {self.image_size}, "
-                             f"{self.grid}")
+            raise ValueError(f"need image_size >= 8 and grid >= 1, got {self.image_size}, {self.grid}")
         if not 1 <= self.max_objects <= self.grid * self.grid:
-            raise ValueError(f"max_objects must be in [1, grid*grid = {self.grid ** 2}], "
-                             f"got {self.max_objects}")
+            raise ValueError(f"max_objects must be in [1, grid*grid = {self.grid**2}], got {self.max_objects}")
         for what, names, known in (
-                ("shapes", self.shapes, KNOWN_SHAPES), ("patterns", self.patterns, KNOWN_PATTERNS),
-                ("textures", self.textures, KNOWN_TEXTURES),
-                ("lightings", self.lighting_names, KNOWN_LIGHTINGS),
-                ("styles", self.style_names, KNOWN_STYLES)):
+            ("shapes", self.shapes, KNOWN_SHAPES),
+            ("patterns", self.patterns, KNOWN_PATTERNS),
+            ("textures", self.textures, KNOWN_TEXTURES),
+            ("lightings", self.lighting_names, KNOWN_LIGHTINGS),
+            ("styles", self.style_names, KNOWN_STYLES),
+        ):
             unknown = sorted(set(names) - set(known))
             if unknown or len(set(names)) != len(names) or not names:
                 raise ValueError(f"{what} must be distinct names from {known}, got {names}")
-        for what, names in (("colours", self.colour_names), ("sizes", self.size_names),
-                            ("backgrounds", self.background_names)):
+        for what, names in (
+            ("colours", self.colour_names),
+            ("sizes", self.size_names),
+            ("backgrounds", self.background_names),
+        ):
             if not names or len(set(names)) != len(names):
                 raise ValueError(f"{what} must be distinct names, got {names}")
         if not all(0 < fraction <= 0.5 for _, fraction in self.sizes):
@@ -165,8 +184,17 @@ class Scene:
 
 # Positions -------------------------------------------------------------------------------------
 
-_GRID3 = ("at the top left", "at the top", "at the top right", "on the left", "in the center",
-          "on the right", "at the bottom left", "at the bottom", "at the bottom right")
+_GRID3 = (
+    "at the top left",
+    "at the top",
+    "at the top right",
+    "on the left",
+    "in the center",
+    "on the right",
+    "at the bottom left",
+    "at the bottom",
+    "at the bottom right",
+)
 _GRID2 = ("at the top left", "at the top right", "at the bottom left", "at the bottom right")
 
 
@@ -183,6 +211,7 @@ def cell_phrases(grid: int) -> tuple[str, ...]:
 
 # Captions ---------------------------------------------------------------------------------------
 
+
 def _check(value: str, names: tuple[str, ...], what: str) -> str:
     if value not in names:
         raise ValueError(f"unknown {what} {value!r}; expected one of {names}")
@@ -198,8 +227,7 @@ def describe_object(obj: Obj, cfg: WorldConfig) -> str:
     words = [_check(obj.size, cfg.size_names, "size")]
     if _check(obj.pattern, cfg.patterns, "pattern") != "plain":
         words.append(obj.pattern)
-    words += [_check(obj.colour, cfg.colour_names, "colour"),
-              _check(obj.shape, cfg.shapes, "shape")]
+    words += [_check(obj.colour, cfg.colour_names, "colour"), _check(obj.shape, cfg.shapes, "shape")]
     return " ".join(words)
 
 
@@ -247,19 +275,26 @@ def _object_pattern(cfg: WorldConfig) -> re.Pattern[str]:
         rf"an? (?P<size>{_alternation(cfg.size_names)})"
         rf"(?: (?P<pattern>{_alternation(p for p in cfg.patterns if p != 'plain')}))?"
         rf" (?P<colour>{_alternation(cfg.colour_names)}) (?P<shape>{_alternation(cfg.shapes)})"
-        rf"(?: (?P<place>{_alternation(cell_phrases(cfg.grid))}))?")
+        rf"(?: (?P<place>{_alternation(cell_phrases(cfg.grid))}))?"
+    )
 
 
 def parse_object(text: str, cfg: WorldConfig) -> Obj:
     """'a small red circle at the top left' -> Obj (cell -1 without a position)."""
     match = _object_pattern(cfg).fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"cannot parse the object {text.strip()!r}; expected e.g. "
-                         f"'a small striped red circle {cell_phrases(cfg.grid)[0]}'")
+        raise ValueError(
+            f"cannot parse the object {text.strip()!r}; expected e.g. "
+            f"'a small striped red circle {cell_phrases(cfg.grid)[0]}'"
+        )
     place = match["place"]
-    return Obj(match["shape"], match["colour"], match["size"],
-               cell_phrases(cfg.grid).index(place) if place else ANYWHERE,
-               match["pattern"] or "plain")
+    return Obj(
+        match["shape"],
+        match["colour"],
+        match["size"],
+        cell_phrases(cfg.grid).index(place) if place else ANYWHERE,
+        match["pattern"] or "plain",
+    )
 
 
 def parse(text: str, cfg: WorldConfig | None = None) -> Scene:
@@ -276,13 +311,17 @@ def parse(text: str, cfg: WorldConfig | None = None) -> Scene:
                 break
     match = re.fullmatch(r"(?P<listed>.+?) on an? (?P<ground>[a-z]+(?: [a-z]+)?) background", rest)
     if match is None:
-        raise ValueError(f"cannot parse {rest!r} in {text!r}: expected '<objects> on a [texture] "
-                         "colour background' and an optional lighting and style")
+        raise ValueError(
+            f"cannot parse {rest!r} in {text!r}: expected '<objects> on a [texture] "
+            "colour background' and an optional lighting and style"
+        )
     listed, words = match["listed"], match["ground"].split()
     texture = words[0] if len(words) == 2 else "plain"
     if texture not in cfg.textures or words[-1] not in cfg.background_names:
-        raise ValueError(f"cannot parse the background {match['ground']!r} in {text!r}; "
-                         f"textures {cfg.textures}, colours {cfg.background_names}")
+        raise ValueError(
+            f"cannot parse the background {match['ground']!r} in {text!r}; "
+            f"textures {cfg.textures}, colours {cfg.background_names}"
+        )
     parts = re.split(r", | and ", listed)
     if len(parts) > cfg.max_objects:
         raise ValueError(f"{len(parts)} objects in {text!r}, more than {cfg.max_objects}")
@@ -292,29 +331,40 @@ def parse(text: str, cfg: WorldConfig | None = None) -> Scene:
 
 # Sampling and tokens ---------------------------------------------------------------------------
 
+
 def sample_scene(rng: np.random.Generator, cfg: WorldConfig | None = None) -> Scene:
     """A random scene: 1..max_objects objects in distinct cells; lighting and style are none
     half of the time, else uniform."""
     cfg = cfg or WorldConfig()
     n = int(rng.integers(1, cfg.max_objects + 1))
     cells = rng.choice(cfg.cells, size=n, replace=False)
-    objects = tuple(Obj(str(rng.choice(cfg.shapes)), str(rng.choice(cfg.colour_names)),
-                        str(rng.choice(cfg.size_names)), int(c), str(rng.choice(cfg.patterns)))
-                    for c in cells)
+    objects = tuple(
+        Obj(
+            str(rng.choice(cfg.shapes)),
+            str(rng.choice(cfg.colour_names)),
+            str(rng.choice(cfg.size_names)),
+            int(c),
+            str(rng.choice(cfg.patterns)),
+        )
+        for c in cells
+    )
 
     def maybe(names: tuple[str, ...]) -> str:
         return names[0] if rng.random() < 0.5 else str(rng.choice(names[1:]))
 
-    return Scene(objects, str(rng.choice(cfg.background_names)), str(rng.choice(cfg.textures)),
-                 maybe(cfg.lighting_names), maybe(cfg.style_names))
+    return Scene(
+        objects,
+        str(rng.choice(cfg.background_names)),
+        str(rng.choice(cfg.textures)),
+        maybe(cfg.lighting_names),
+        maybe(cfg.style_names),
+    )
 
 
 def token_vocab_sizes(cfg: WorldConfig) -> tuple[int, ...]:
     """How many values every token position takes, [cfg.num_tokens]."""
-    slot = (2, len(cfg.shapes), len(cfg.colours), len(cfg.sizes), cfg.cells + 1,
-            len(cfg.patterns))
-    return (len(cfg.backgrounds), len(cfg.textures), len(cfg.lightings),
-            len(cfg.styles)) + slot * cfg.max_objects
+    slot = (2, len(cfg.shapes), len(cfg.colours), len(cfg.sizes), cfg.cells + 1, len(cfg.patterns))
+    return (len(cfg.backgrounds), len(cfg.textures), len(cfg.lightings), len(cfg.styles)) + slot * cfg.max_objects
 
 
 def encode(scene: Scene, cfg: WorldConfig | None = None) -> np.ndarray:
@@ -323,21 +373,23 @@ def encode(scene: Scene, cfg: WorldConfig | None = None) -> np.ndarray:
     if len(scene.objects) > cfg.max_objects:
         raise ValueError(f"{len(scene.objects)} objects, more than max_objects={cfg.max_objects}")
     tokens = np.zeros(cfg.num_tokens, np.int32)
-    tokens[:4] = (cfg.background_names.index(_check(scene.background, cfg.background_names,
-                                                      "background")),
-                  cfg.textures.index(_check(scene.texture, cfg.textures, "texture")),
-                  cfg.lighting_names.index(_check(scene.lighting, cfg.lighting_names,
-                                                  "lighting")),
-                  cfg.style_names.index(_check(scene.style, cfg.style_names, "style")))
+    tokens[:4] = (
+        cfg.background_names.index(_check(scene.background, cfg.background_names, "background")),
+        cfg.textures.index(_check(scene.texture, cfg.textures, "texture")),
+        cfg.lighting_names.index(_check(scene.lighting, cfg.lighting_names, "lighting")),
+        cfg.style_names.index(_check(scene.style, cfg.style_names, "style")),
+    )
     for k, o in enumerate(scene.objects):
         if not (o.cell == ANYWHERE or 0 <= o.cell < cfg.cells):
             raise ValueError(f"cell {o.cell} is outside the {cfg.grid}x{cfg.grid} grid")
-        tokens[4 + 6 * k: 10 + 6 * k] = (
-            1, cfg.shapes.index(_check(o.shape, cfg.shapes, "shape")),
+        tokens[4 + 6 * k : 10 + 6 * k] = (
+            1,
+            cfg.shapes.index(_check(o.shape, cfg.shapes, "shape")),
             cfg.colour_names.index(_check(o.colour, cfg.colour_names, "colour")),
             cfg.size_names.index(_check(o.size, cfg.size_names, "size")),
             cfg.cells if o.cell == ANYWHERE else o.cell,
-            cfg.patterns.index(_check(o.pattern, cfg.patterns, "pattern")))
+            cfg.patterns.index(_check(o.pattern, cfg.patterns, "pattern")),
+        )
     return tokens
 
 
@@ -350,14 +402,22 @@ def decode(tokens, cfg: WorldConfig | None = None) -> Scene:
     sizes = token_vocab_sizes(cfg)
     bad = [i for i, (t, n) in enumerate(zip(tokens.tolist(), sizes)) if not 0 <= t < n]
     if bad:
-        raise ValueError(f"tokens at positions {bad} are outside their vocabularies "
-                         f"(sizes {[sizes[i] for i in bad]}): {tokens.tolist()}")
+        raise ValueError(
+            f"tokens at positions {bad} are outside their vocabularies "
+            f"(sizes {[sizes[i] for i in bad]}): {tokens.tolist()}"
+        )
     b, t, li, st = tokens[:4].tolist()
     objects = []
     for k in range(cfg.max_objects):
-        present, shape, colour, size, cell, pattern = tokens[4 + 6 * k: 10 + 6 * k].tolist()
+        present, shape, colour, size, cell, pattern = tokens[4 + 6 * k : 10 + 6 * k].tolist()
         if present:
-            objects.append(Obj(cfg.shapes[shape], cfg.colour_names[colour], cfg.size_names[size],
-                               ANYWHERE if cell == cfg.cells else cell, cfg.patterns[pattern]))
-    return Scene(tuple(objects), cfg.background_names[b], cfg.textures[t],
-                 cfg.lighting_names[li], cfg.style_names[st])
+            objects.append(
+                Obj(
+                    cfg.shapes[shape],
+                    cfg.colour_names[colour],
+                    cfg.size_names[size],
+                    ANYWHERE if cell == cfg.cells else cell,
+                    cfg.patterns[pattern],
+                )
+            )
+    return Scene(tuple(objects), cfg.background_names[b], cfg.textures[t], cfg.lighting_names[li], cfg.style_names[st])

@@ -1,0 +1,147 @@
+"""Which loss term pulls the region where: the straight-through gradient, measured against ground truth.
+
+Through the straight-through composite the region gets, for every loss term L,
+
+  dL/dm(x) = sum_c (G(x) - I_src(x))_c * dL/dI_edit(x)_c          (DESIGN §1)
+
+so ``-dL/dm`` is how strongly L wants pixel x repainted (> 0: grow the region there, < 0:
+shrink it). This module evaluates that map for each CLIP term (Eq.7-9) on held-out edits of
+the shapes world, at two points: the empty mask (I_edit = I_src: where does each term want to
+start?) and the full mask (I_edit = G: where does it want to stop?), and reports the mean pull
+inside the true region and outside it, per edit kind. A term that points the region at the
+truth pulls harder inside than outside; a term whose pull is negative everywhere only ever
+shrinks the region (it rewards an empty mask).
+
+  python -m regionedit_jax.worlds.diagnose --config=configs/shapes.py [--n 70] [--out pulls.md]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from regionedit_jax import generators, losses
+from regionedit_jax.model import composite
+from regionedit_jax.worlds import edits, render, scenes
+
+TERMS = ("clip", "direction", "structure")
+
+
+def pull_maps(
+    clip,
+    clip_params,
+    generator,
+    source: jax.Array,
+    generated: jax.Array,
+    mask: jax.Array,
+    text_source: jax.Array,
+    text_target: jax.Array,
+    floor: float = 0.0,
+) -> dict[str, jax.Array]:
+    """-dL/dm [B, S, S] for each term of ``TERMS`` at the composite with ``mask`` [B, S, S]."""
+    src = clip.encode_image(clip_params, source)
+
+    def term_losses(edited):
+        e = clip.encode_image(clip_params, edited)
+        changed = jnp.any(edited != source, axis=(1, 2, 3))
+        return {
+            "clip": losses.clip_guidance(e.cls, text_target),
+            "direction": losses.directional(e.cls, src.cls, text_target, text_source, changed, floor),
+            "structure": losses.structure(e.patches, src.patches),
+        }
+
+    edited = composite(mask, generated, source)
+    out = {}
+    for name in TERMS:
+        grad = jax.grad(lambda x, n=name: term_losses(x)[n] * x.shape[0])(edited)  # per row, not per batch
+        out[name] = -jnp.sum((generated - source) * grad, axis=-1)
+    return out
+
+
+def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Mean pull inside / outside the truth per term, kind and mask point (empty, full)."""
+    from regionedit_jax.towers import bundle
+
+    towers = towers or bundle.load(config.towers, ("clip",) + generators.towers_for(config.generator), seed=config.seed)
+    clip = towers["clip"]
+    generator = generators.make(config.generator, towers)
+    world = getattr(generator, "world", scenes.WorldConfig())
+    examples = edits.examples("test", n, seed, world)
+    fn = jax.jit(
+        lambda s, g, m, ts, tt: pull_maps(
+            clip, clip.params, generator, s, g, m, ts, tt, float(config.loss.direction_floor)
+        )
+    )
+    rows: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for start in range(0, n, 14):
+        batch = examples[start : start + 14]
+        tokens = np.stack([scenes.encode(e.source, world) for e in batch])
+        source = render.render(tokens, jax.random.key(start), world)
+        prompt = generator.tokenize([e.target_caption for e in batch])
+        full = jnp.ones(source.shape[:3] + (1,))
+        generated = generator.generate(generator.params, source, full, prompt, jax.random.key(start + 1), 1.0)
+        t_src = clip.embed_texts([e.source_caption for e in batch])
+        t_tgt = clip.embed_texts([e.target_caption for e in batch])
+        truth = np.stack([e.truth.any(0) for e in batch])
+        for point, value in (("empty", 0.0), ("full", 1.0)):
+            maps = jax.device_get(fn(source, generated, jnp.full(truth.shape, value), t_src, t_tgt))
+            for name, pull in maps.items():
+                for e, p, t in zip(batch, pull, truth, strict=True):
+                    inside = float(p[t].mean()) if t.any() else 0.0
+                    outside = float(p[~t].mean()) if (~t).any() else 0.0
+                    rows.setdefault((point, name, e.kind), []).append((inside, outside))
+    return {
+        f"{point}/{name}/{kind}": {
+            "inside": float(np.mean([r[0] for r in v])),
+            "outside": float(np.mean([r[1] for r in v])),
+        }
+        for (point, name, kind), v in sorted(rows.items())
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """One table per mask point: rows = terms, columns = kinds, cells = pull inside / outside (x1e3)."""
+    points = sorted({k.split("/")[0] for k in result})
+    kinds = [k for k in edits.KINDS if any(key.endswith("/" + k) for key in result)]
+    lines = []
+    for point in points:
+        lines += [
+            f"### Pull at the {point} mask (-dL/dm x 1e3, inside truth / outside)",
+            "",
+            "| term | " + " | ".join(kinds) + " |",
+            "|---|" + "---|" * len(kinds),
+        ]
+        for term in TERMS:
+            cells = []
+            for kind in kinds:
+                v = result[f"{point}/{term}/{kind}"]
+                cells.append(f"{v['inside'] * 1e3:+.2f} / {v['outside'] * 1e3:+.2f}")
+            lines.append(f"| {term} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flag = config_flags.DEFINE_config_file("config", "configs/shapes.py", "Config file (path[:arg]).")
+    n_flag = flags.DEFINE_integer("n", 70, "Held-out edits (balanced over the kinds).")
+    out_flag = flags.DEFINE_string("out", "", "Also write the tables to this Markdown file.")
+
+    def run(argv):
+        del argv
+        text = markdown(diagnose(config_flag.value, n_flag.value))
+        print(text)
+        if out_flag.value:
+            with open(out_flag.value, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+
+    app.run(run, argv)
+
+
+if __name__ == "__main__":
+    main()
