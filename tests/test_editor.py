@@ -39,6 +39,26 @@ def test_same_seed_same_image_and_cached_compile(editor, photo, first):
     assert again.timings["compile"] == 0.0
 
 
+def test_mixed_shapes_edit_at_their_own_aspect_in_one_bucket_each(editor, photo):
+    """Working shapes keep the aspect under edit.max_side (32, multiple 4); output at each source's size."""
+    tall = np.ascontiguousarray(photo[:, :60])  # 120 x 60
+    shapes = [editor.working_images([x])[0].shape[:2] for x in (photo, tall, photo)]
+    assert shapes == [(24, 32), (32, 16), (24, 32)]
+    before = len(editor.compile_seconds)
+    results = editor.edit_batch(
+        [photo, tall, photo],
+        ["make it red"] * 3,
+        seed=1,
+        source_captions=["a cat"] * 3,
+        target_captions=["a red cat"] * 3,
+    )
+    assert len(editor.compile_seconds) - before <= 2  # one compiled call per working shape
+    for source, result in zip([photo, tall, photo], results, strict=True):
+        assert result.image.shape == source.shape
+        np.testing.assert_array_equal(result.image[~result.mask], source[~result.mask])
+    np.testing.assert_array_equal(results[0].probs, results[2].probs)  # same image, same region
+
+
 def test_user_mask_is_the_region(editor, photo):
     mask = np.zeros(photo.shape[:2], bool)
     mask[20:60, 30:90] = True
