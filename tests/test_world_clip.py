@@ -1,0 +1,156 @@
+"""The world CLIP: trains on the shapes world, saves the Hugging Face layout, scores zero-shot."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from regionedit_jax.towers import clip
+from regionedit_jax.worlds import render, scenes, world_clip
+
+# One object on a 2 x 2 grid at 32 px on a plain grey ground, and a CLIP small enough to
+# learn its colours in seconds.
+WORLD = scenes.WorldConfig(
+    image_size=32,
+    grid=2,
+    max_objects=1,
+    backgrounds=(("grey", (0.52, 0.52, 0.52)),),
+    textures=("plain",),
+    patterns=("plain",),
+    lightings=(("none", ""), ("night", "at night")),
+    styles=(("none", ""), ("pastel", "in pastel colours")),
+)
+SIZES = world_clip.ClipSizes(width=32, vision_layers=1, text_layers=1, heads=2, patch_size=8)
+STEPS = 200
+RECIPE = world_clip.Recipe(group=1, region_weight=0.3, hard_negatives=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("world_clip") / "clip")
+    summary = world_clip.train(
+        out, WORLD, steps=STEPS, batch_size=32, seed=0, sizes=SIZES, recipe=RECIPE, progress=False
+    )
+    return out, summary
+
+
+def test_the_folder_has_the_hugging_face_layout_and_loads(trained):
+    out, summary = trained
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        world_clip.MANIFEST,
+    ):
+        assert os.path.isfile(os.path.join(out, name)), name
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["model_type"] == "clip" and config["vision_config"]["image_size"] == WORLD.image_size
+    assert json.load(open(os.path.join(out, world_clip.MANIFEST)))["steps"] == STEPS == summary["steps"]
+    tower = clip.load(out)
+    tokens = np.stack([scenes.encode(scenes.sample_scene(np.random.default_rng(i), WORLD), WORLD) for i in range(3)])
+    features = tower.encode_image(tower.params, render.render(tokens, jax.random.key(0), WORLD))
+    grid = WORLD.image_size // SIZES.patch_size
+    assert features.cls.shape == (3, SIZES.width) and features.patches.shape == (3, grid * grid, SIZES.width)
+    assert tower.embed_texts(["a small red circle at the top left on a grey background"]).shape == (1, SIZES.width)
+    assert not [p for p in os.listdir(os.path.dirname(out)) if p.startswith(".world-clip")]
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(trained, tmp_path):
+    out, summary = trained
+    initial = world_clip.train(str(tmp_path / "initial"), WORLD, steps=0, seed=0, sizes=SIZES, progress=False)
+    assert initial["loss_final"] is None
+    batch = world_clip.sample_batch(np.random.default_rng(123), WORLD, 32, hard_negatives=1)
+    before = world_clip.batch_loss(str(tmp_path / "initial"), WORLD, batch)
+    after = world_clip.batch_loss(out, WORLD, batch)
+    assert after < before - 0.5, (before, after)
+    assert summary["loss_final"] < summary["loss_first"]
+
+
+def test_zero_shot_beats_chance_on_colour_in_the_image_and_its_patches(trained):
+    out, _ = trained
+    result = world_clip.zero_shot(out, WORLD, n=48, seed=0)
+    scored = [a for a in world_clip.ATTRIBUTES if result[f"{a}/trials"]]
+    assert set(scored) == {"shape", "colour", "size", "position", "lighting", "style"}  # the rest have one value
+    for attribute in scored:
+        assert 0 <= result[attribute] <= 1 and 0 < result[f"{attribute}/chance"] < 1
+    assert result["colour/chance"] == pytest.approx(1 / len(WORLD.colours))
+    assert result["colour"] > result["colour/chance"] + 0.3, result
+    assert result["patch/colour"] > result["patch/colour/chance"] + 0.3, result  # patch tokens know it too
+    assert "colour" in world_clip.format_table(result)
+
+
+def test_variants_differ_in_exactly_one_attribute():
+    scene = scenes.Scene(
+        (scenes.Obj("circle", "red", "small", 0, "striped"), scenes.Obj("star", "blue", "large", 3)),
+        "grey",
+        "speckled",
+        "night",
+        "none",
+    )
+    cfg = scenes.WorldConfig(grid=2, max_objects=2)
+    colours = world_clip.variants(scene, "colour", cfg, index=1)
+    assert len(colours) == len(cfg.colours) - 1
+    assert {v.objects[1].colour for v in colours} == set(cfg.colour_names) - {"blue"}
+    moved = world_clip.variants(scene, "position", cfg, index=0)
+    assert sorted(o.cell for v in moved for o in v.objects if o.shape == "circle") == [1, 2]
+    assert len(world_clip.variants(scene, "lighting", cfg)) == len(cfg.lightings) - 1
+    negative = world_clip.hard_negative(np.random.default_rng(0), scene, cfg)
+    assert negative != scene and scenes.caption(negative, cfg) != scenes.caption(scene, cfg)
+
+
+def test_a_folder_it_did_not_write_is_never_touched(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(world_clip.WorldClipFolderError, match="did not write.*untouched"):
+        world_clip.train(str(folder), WORLD, steps=1, sizes=SIZES, progress=False)
+    assert os.listdir(folder) == ["holiday.jpg"] and (folder / "holiday.jpg").read_bytes() == b"precious"
+    assert world_clip.main(["--out", str(folder), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(world_clip.WorldClipFolderError, match="not a folder"):
+        world_clip.train(str(tmp_path / "file"), WORLD, steps=1, sizes=SIZES, progress=False)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".world-clip")]
+
+
+def test_cli_rewrites_its_own_folder_deterministically(tmp_path, capsys):
+    out = str(tmp_path / "clip")
+    args = [
+        "--out",
+        out,
+        "--steps",
+        "3",
+        "--batch_size",
+        "8",
+        "--image_size",
+        "32",
+        "--grid",
+        "2",
+        "--max_objects",
+        "1",
+        "--width",
+        "32",
+        "--vision_layers",
+        "1",
+        "--text_layers",
+        "1",
+        "--heads",
+        "2",
+        "--patch_size",
+        "8",
+        "--eval_scenes",
+        "4",
+        "--no_progress",
+    ]
+    assert world_clip.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "final loss" in printed and "background" in printed and "chance" in printed
+    first = open(os.path.join(out, "model.safetensors"), "rb").read()
+    assert world_clip.main(args + ["--eval_scenes", "0"]) == 0  # its own folder: replaced, same weights
+    assert open(os.path.join(out, "model.safetensors"), "rb").read() == first
