@@ -26,9 +26,9 @@ _ROOT = flags.DEFINE_string("root", "runs/shapes", "Output folder of every stage
 _RECORDS = flags.DEFINE_integer("records", 4000, "Training edits written as records.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Training steps of the main run (0: the config's).")
 _ABLATIONS = flags.DEFINE_bool("ablations", True, "Also train and evaluate the ablations.")
-_ABLATION_STEPS = flags.DEFINE_integer("ablation_steps", 150, "Training steps of each ablation (0: as the main run).")
+_ABLATION_STEPS = flags.DEFINE_integer("ablation_steps", 100, "Training steps of each ablation (0: as the main run).")
 _N = flags.DEFINE_integer("n", 350, "Held-out test edits to evaluate (balanced over the 7 kinds).")
-_CLIP_STEPS = flags.DEFINE_integer("clip_steps", 1400, "Training steps of the world's CLIP.")
+_CLIP_STEPS = flags.DEFINE_integer("clip_steps", 1200, "Training steps of the world's CLIP.")
 
 # name -> (config arguments, what it tests); "threshold" rows re-evaluate the main checkpoint.
 ABLATIONS = {
@@ -84,21 +84,14 @@ def main(argv):
     )
 
     clip_dir = f"{root}/clip"
-    if world_clip._read_manifest(clip_dir) is None:
+    if world_clip.read_manifest(clip_dir) is None:
         _say(f"2/6 CLIP: training a CLIP on the world -> {clip_dir}")
         summary = world_clip.train(
-            clip_dir,
-            scenes.WorldConfig(),
-            steps=_CLIP_STEPS.value,
-            batch_size=16,
-            sizes=world_clip.ClipSizes(width=48, vision_layers=2, text_layers=2, heads=2),
-            lr=3e-3,
-            eval_scenes=200,
-            progress=True,
+            clip_dir, scenes.WorldConfig(), steps=_CLIP_STEPS.value, eval_scenes=200, progress=True
         )
     else:
         _say(f"2/6 CLIP: {clip_dir} is already trained")
-        summary = world_clip._read_manifest(clip_dir)
+        summary = world_clip.read_manifest(clip_dir)
     if "zero_shot" in summary:
         print(world_clip.format_table(summary["zero_shot"]))
 
@@ -117,7 +110,7 @@ def main(argv):
             _say(f"6/6 ablation {k}/{len(ABLATIONS)}: {name} ({steps} steps)")
             slug = name.replace(" ", "_")
             rows[name] = _train_and_evaluate(
-                _config(root, arg, steps), f"{root}/ablations/{slug}", n=_N.value, baselines=False
+                _config(root, arg, steps), f"{root}/ablations/{slug}", n=min(_N.value, 70), baselines=False
             )
         for tau in THRESHOLDS:
             _say(f"6/6 threshold {tau}: the main checkpoint re-evaluated")
@@ -126,7 +119,7 @@ def main(argv):
             from regionedit_jax import evaluators
 
             cfg = ml_collections.ConfigDict(config.to_dict())
-            cfg.evals.shapes.update(n=min(_N.value, 140), baselines=False, threshold=tau)
+            cfg.evals.shapes.update(n=min(_N.value, 70), baselines=False, threshold=tau)
             rows[f"threshold {tau}"] = evaluators.evaluate_config(
                 cfg, f"{root}/ablations/threshold_{tau}", checkpoint=f"{root}/train/checkpoints"
             )["shapes"]
@@ -147,7 +140,7 @@ def ablation_markdown(rows: dict) -> str:
         "## Ablations (IoU with the true edit mask per kind; held-out scenes and phrasings)",
         "",
         head,
-        "|---|" + "---|" * (len(kinds) + 8),
+        "|---|" + "---|" * (len(kinds) + 7),
     ]
     for name, report in rows.items():
         groups, m = report.groups, report.metrics

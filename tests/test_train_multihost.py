@@ -61,49 +61,46 @@ def result_of(stdout: str) -> dict:
     return json.loads(lines[0][len("RESULT ") :])
 
 
+def start_worker(i: int, port: int, bundle: str, records: str, workdir, out, steps: int, **popen) -> subprocess.Popen:
+    """Process ``i`` of a local pair running tests/train_worker.py (4 forced CPU devices each)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    args = [
+        "--bundle",
+        bundle,
+        "--data",
+        records,
+        "--workdir",
+        str(workdir),
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--process_id",
+        str(i),
+        "--num_processes",
+        "2",
+        "--port",
+        str(port),
+    ]
+    script = os.path.join(tw.REPO, "tests", "train_worker.py")
+    return subprocess.Popen([sys.executable, script, *args], cwd=tw.REPO, env=env, **popen)
+
+
 def test_two_processes_match_one_process(
     tiny_bundle, records, clip_tower, t5_tower, sd_tower, tmp_path, tmp_path_factory, monkeypatch
 ):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     workdir = tmp_path / "two"
     start = time.perf_counter()
     procs = []
     for i in range(2):
         log = open(tmp_path / f"worker{i}.log", "w")
-        procs.append(
-            (
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        os.path.join(tw.REPO, "tests", "train_worker.py"),
-                        "--bundle",
-                        tiny_bundle,
-                        "--data",
-                        records,
-                        "--workdir",
-                        str(workdir),
-                        "--out",
-                        str(tmp_path / f"params{i}.npz"),
-                        "--steps",
-                        str(STEPS),
-                        "--process_id",
-                        str(i),
-                        "--num_processes",
-                        "2",
-                        "--port",
-                        str(port),
-                    ],
-                    cwd=tw.REPO,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    text=True,
-                ),
-                log,
-            )
+        out = tmp_path / f"params{i}.npz"
+        proc = start_worker(
+            i, port, tiny_bundle, records, workdir, out, STEPS, stdout=subprocess.PIPE, stderr=log, text=True
         )
+        procs.append((proc, log))
 
     # Meanwhile, the reference in this process (8 devices): both hosts' slices, concatenated.
     monkeypatch.setattr(pipeline, "make_dataset", tw.emulated_hosts(pipeline.make_dataset, 2))
@@ -178,35 +175,18 @@ def test_two_processes_match_one_process(
 def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tiny_bundle, records, tmp_path):
     """Only process 1 gets SIGTERM; both agree on the flag, save the same step together and exit 0."""
     port, steps = free_port(), 500
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     workdir = tmp_path / "run"
     procs, outs = [], [tmp_path / f"out{i}.log" for i in range(2)]
     for i in range(2):
         procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    os.path.join(tw.REPO, "tests", "train_worker.py"),
-                    "--bundle",
-                    tiny_bundle,
-                    "--data",
-                    records,
-                    "--workdir",
-                    str(workdir),
-                    "--out",
-                    str(tmp_path / f"params{i}.npz"),
-                    "--steps",
-                    str(steps),
-                    "--process_id",
-                    str(i),
-                    "--num_processes",
-                    "2",
-                    "--port",
-                    str(port),
-                ],
-                cwd=tw.REPO,
-                env=env,
+            start_worker(
+                i,
+                port,
+                tiny_bundle,
+                records,
+                workdir,
+                tmp_path / f"params{i}.npz",
+                steps,
                 stdout=open(outs[i], "w"),
                 stderr=open(tmp_path / f"err{i}.log", "w"),
             )
