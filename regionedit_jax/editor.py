@@ -183,7 +183,7 @@ class Editor:
         sources = [_as_rgb(x) for x in images]
         user_masks = None if masks is None else [_as_mask(m, s.shape[:2]) for m, s in zip(masks, sources, strict=True)]
         model = self._model(steps)
-        work = self.working_images(sources)
+        work = self._working(sources)  # decoded once, above
         shapes = [w.shape[:2] for w in work]
         src_caps, tgt_caps = self._describe(work, list(instructions), source_captions, target_captions)
         described = time.perf_counter()
@@ -270,10 +270,13 @@ class Editor:
 
         This is also what the captioner describes.
         """
+        return self._working([_as_rgb(image) for image in images])
+
+    def _working(self, sources: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Decoded sources [H, W, 3] float32 -> each at its working shape."""
         multiple, max_side = self.model.generator.multiple, self.config.edit.max_side
         out = []
-        for image in images:
-            source = _as_rgb(image)
+        for source in sources:
             shape = image_ops.working_shape(*source.shape[:2], max_side, multiple)
             out.append(_resize(source, *shape, "bicubic").clip(0, 1))
         return out
