@@ -9,10 +9,10 @@
 Writes edited.png, mask.png, overlay.png and result.json (per row for a batch).
 """
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from regionedit_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (a path, or sample:ID for a bundled photo).")
@@ -30,38 +30,34 @@ _MASK = flags.DEFINE_string("mask", None, "Repaint this region (image of the sou
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Images per compiled call in --batch mode.")
 
 
+@cli.one_line_errors
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
-    from regionedit_jax import describe, edit_cli
+    from regionedit_jax import edit_cli
     from regionedit_jax.editor import Editor
 
-    try:
-        if _BATCH.value:
-            rows = edit_cli.read_batch(_BATCH.value)
-        elif _IMAGE.value and _INSTRUCTION.value is not None:
-            row = {"image": _IMAGE.value, "instruction": _INSTRUCTION.value}
-            for key, flag in (("source_caption", _SOURCE), ("target_caption", _TARGET), ("mask", _MASK)):
-                if flag.value is not None:
-                    row[key] = flag.value
-            rows = [row]
-        else:
-            raise ValueError("give --image and --instruction, or --batch FILE.jsonl.")
-        edit_cli.validate(rows)
-        editor = Editor.from_config(_CONFIG.value, checkpoint=_CHECKPOINT.value)
-        folders = edit_cli.run(
-            editor,
-            rows,
-            _OUT.value,
-            seed=_SEED.value,
-            num_steps=_STEPS.value,
-            guidance_scale=_GUIDANCE.value,
-            threshold=_THRESHOLD.value,
-            batch_size=_BATCH_SIZE.value,
-        )
-    except (ValueError, FileNotFoundError, OSError, describe.BackendError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    settings = dict(
+        seed=_SEED.value,
+        num_steps=_STEPS.value,
+        guidance_scale=_GUIDANCE.value,
+        threshold=_THRESHOLD.value,
+        batch_size=_BATCH_SIZE.value,
+    )
+    edit_cli.check_settings(**settings)
+    if _BATCH.value:
+        rows = edit_cli.read_batch(_BATCH.value)
+    elif _IMAGE.value and _INSTRUCTION.value is not None:
+        row = {"image": _IMAGE.value, "instruction": _INSTRUCTION.value}
+        for key, flag in (("source_caption", _SOURCE), ("target_caption", _TARGET), ("mask", _MASK)):
+            if flag.value is not None:
+                row[key] = flag.value
+        rows = [row]
+    else:
+        raise ValueError("give --image and --instruction, or --batch FILE.jsonl.")
+    edit_cli.validate(rows)
+    editor = Editor.from_config(_CONFIG.value, checkpoint=_CHECKPOINT.value)
+    folders = edit_cli.run(editor, rows, _OUT.value, **settings)
     print(f"wrote {len(folders)} edit(s) to {_OUT.value}")
 
 

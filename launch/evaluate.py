@@ -9,10 +9,10 @@ Writes WORKDIR/<name>/{rows/, results.json, results.md, examples.png} per evalua
 ``config.evals`` and WORKDIR/results.{json,md} for all. Rerunning skips the rows already in rows/.
 """
 
-import sys
-
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from regionedit_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/eval_emu.py", "Config file (path[:arg]).", lock_config=True
@@ -24,22 +24,20 @@ _LIMIT = flags.DEFINE_integer("limit", None, "Score only the first N rows (defau
 _ONLY = flags.DEFINE_list("only", None, "Run only these evaluators of config.evals.")
 
 
+@cli.one_line_errors
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     from regionedit_jax import evaluators
 
-    try:
-        reports = evaluators.evaluate_config(
-            _CONFIG.value,
-            _WORKDIR.value,
-            checkpoint=_CHECKPOINT.value,
-            predictions=_PREDICTIONS.value,
-            limit=_LIMIT.value,
-            only=_ONLY.value,
-        )
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    reports = evaluators.evaluate_config(
+        _CONFIG.value,
+        _WORKDIR.value,
+        checkpoint=_CHECKPOINT.value,
+        predictions=_PREDICTIONS.value,
+        limit=_LIMIT.value,
+        only=_ONLY.value,
+    )
     for name, report in reports.items():
         values = ", ".join(f"{label} {report.metrics[key]:.4f}" for key, label, _ in report.columns)
         print(f"{name}: {report.rows} rows: {values}")

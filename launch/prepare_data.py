@@ -11,6 +11,7 @@ Source specs: samples, jsonl:PATH, folder:DIR, webdataset:GLOB, tfds:NAME[:split
 
 from absl import app, flags, logging
 
+from regionedit_jax import cli
 from regionedit_jax.data import annotate
 
 _SOURCE = flags.DEFINE_string("source", None, "Source spec, e.g. samples or webdataset:GLOB.")
@@ -30,6 +31,7 @@ _MERGE = flags.DEFINE_bool("merge", False, "Only merge the per-process manifests
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
+@cli.one_line_errors
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
@@ -38,7 +40,7 @@ def main(argv):
         print(f"{_OUT.value}/manifest.json: {totals['records']} records, {totals['rejected']} rejected")
         return
     if not _SOURCE.value:
-        raise app.UsageError("--source is required (or --merge)")
+        raise ValueError("give --source (e.g. --source samples), or --merge to merge the manifests in --out.")
     options = {"data_dir": _DATA_DIR.value, "image_field": _IMAGE_FIELD.value, "caption_field": _CAPTION_FIELD.value}
     settings = annotate.Settings(
         source=_SOURCE.value,

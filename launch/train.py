@@ -10,10 +10,13 @@ Rerunning with the same workdir resumes exactly. Multi-host: set
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from regionedit_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and panels go here.", required=True)
 
 
+@cli.one_line_errors
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO

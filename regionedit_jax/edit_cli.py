@@ -102,6 +102,26 @@ def validate(rows: Sequence[dict[str, Any]]) -> None:
                     raise ValueError(f"{where}{key}: {e}") from None
 
 
+def check_settings(
+    *, seed: int, num_steps: int | None, guidance_scale: float | None, threshold: float | None, batch_size: int
+) -> None:
+    """The command line's numbers, before any model loads; ValueError names the flag and its range."""
+    from regionedit_jax.configs import checks
+
+    for flag, key, value in (
+        ("--seed", "seed", seed),
+        ("--steps", "generator.num_steps", num_steps),
+        ("--guidance", "generator.guidance_scale", guidance_scale),
+        ("--threshold", "region.threshold", threshold),
+        ("--batch_size", "global_batch_size", batch_size),
+    ):
+        if value is not None:
+            try:
+                checks.check_value(key, value)
+            except ValueError as e:
+                raise ValueError(f"{flag} {value!r}: {str(e).split(': ', 1)[1]}") from None
+
+
 def run(
     editor,
     rows: Sequence[dict[str, Any]],

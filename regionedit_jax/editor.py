@@ -28,6 +28,7 @@ import numpy as np
 
 from regionedit_jax import checkpoints, describe, generators
 from regionedit_jax import images as image_ops
+from regionedit_jax.configs import checks as config_checks
 from regionedit_jax.model import RegionEditModel, composite
 from regionedit_jax.towers import bundle
 
@@ -93,6 +94,7 @@ class Editor:
     @classmethod
     def from_config(cls, config, checkpoint: str | None = None, params: Any = None) -> Editor:
         """Loads the towers, generator and describers of ``config``; params from ``checkpoint`` or a fresh init."""
+        config_checks.check(config)
         names = ("clip", "t5") + generators.towers_for(config.generator)
         towers = bundle.load(config.towers, names, seed=config.seed)
         return cls.from_towers(towers, config, checkpoint=checkpoint, params=params)

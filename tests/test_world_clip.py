@@ -24,7 +24,7 @@ WORLD = scenes.WorldConfig(
 )
 SIZES = world_clip.ClipSizes(width=32, vision_layers=1, text_layers=1, heads=2, patch_size=8)
 STEPS = 200
-RECIPE = world_clip.Recipe(group=1, region_weight=0.3, hard_negatives=1)
+RECIPE = world_clip.Recipe(group=1, region_weight=0.3, hard_negatives=1, pairs=False)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,35 @@ def test_variants_differ_in_exactly_one_attribute():
     assert len(world_clip.variants(scene, "lighting", cfg)) == len(cfg.lightings) - 1
     negative = world_clip.hard_negative(np.random.default_rng(0), scene, cfg)
     assert negative != scene and scenes.caption(negative, cfg) != scenes.caption(scene, cfg)
+
+
+def test_pairs_differ_in_one_attribute_and_duplicates_are_not_negatives():
+    cfg = scenes.WorldConfig()
+    batch = world_clip.sample_batch(np.random.default_rng(0), cfg, 8, hard_negatives=1, pairs=True)
+    decoded = [scenes.decode(t, cfg) for t in batch.tokens]
+    for a, b in zip(decoded[::2], decoded[1::2], strict=True):
+        changed = [f for f in world_clip.SCENE_ATTRIBUTES if getattr(a, f) != getattr(b, f)]
+        changed += [i for i, (x, y) in enumerate(zip(a.objects, b.objects, strict=True)) if x != y]
+        assert len(changed) == 1 and len(a.objects) == len(b.objects)
+    texts = ["a", "b", "a", "c", "b"]
+    same = world_clip.same_text(texts, 3)
+    np.testing.assert_array_equal(same, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]])
+
+
+def test_contrastive_loss_drops_false_negatives_exactly():
+    rng = np.random.default_rng(0)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    image, text = unit(rng.normal(size=(3, 4))), unit(rng.normal(size=(5, 4)))
+    same = world_clip.same_text(["a", "b", "a", "c", "b"], 3)
+    got = float(world_clip.contrastive_loss(image, text, np.log(10.0), same=same))
+    logits = 10.0 * image @ text.T
+    expected = 0.0
+    for i in range(3):  # an independent InfoNCE: leave out the columns (rows) holding row i's text
+        keep = [j for j in range(5) if not same[i, j]]
+        expected += -logits[i, i] + np.log(np.exp(logits[i, keep]).sum())
+        keep = [j for j in range(3) if not same[j, i]]
+        expected += -logits[i, i] + np.log(np.exp(logits[keep, i]).sum())
+    assert got == pytest.approx(expected / 6, rel=1e-5)
 
 
 def test_a_folder_it_did_not_write_is_never_touched(tmp_path, capsys):

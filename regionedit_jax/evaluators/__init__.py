@@ -78,6 +78,11 @@ def evaluate_config(
     Ours: an Editor is built from ``config`` (and ``checkpoint``). With ``predictions`` no model
     loads: that folder's images are scored instead.
     """
+    from regionedit_jax.configs import checks as config_checks
+
+    config_checks.check(config)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit}: must be an integer >= 1 (or left unset for the config's).")
     evaluators = build_all(config.evals)
     if only:
         unknown = sorted(set(only) - set(evaluators))

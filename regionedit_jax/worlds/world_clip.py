@@ -95,6 +95,7 @@ class Recipe:
     hard_negatives: int = 1  # one-attribute changes of each caption, as extra negatives
     group: int = 4  # scenes in a row that share background, texture, lighting and style
     region_weight: float = 1.0  # weight of the object-phrase InfoNCE on patch tokens
+    pairs: bool = True  # every other scene is a one-attribute change of the one before it
     noise: float = 0.02  # std of the pixel noise of the training renders
     jitter: float = 0.03  # std of their colour jitter
 
@@ -185,10 +186,17 @@ def sample_batch(
     hard_negatives: int = 0,
     group: int = 1,
     split: str = "train",
+    pairs: bool = False,
 ) -> Batch:
     """``n`` fresh scenes (in groups sharing their background and global looks, see
-    ``sample_scenes``), their captions and ``hard_negatives`` one-attribute changes of each."""
-    batch = sample_scenes(rng, n, cfg, split, group)
+    ``sample_scenes``), their captions and ``hard_negatives`` one-attribute changes of each.
+
+    With ``pairs``, scene 2k+1 is a one-attribute change of scene 2k, rendered and captioned
+    like any other: the images themselves then differ in a single attribute (hard negatives on
+    the image side too), so the CLS embedding must encode every object, not the gist."""
+    batch = sample_scenes(rng, (n + 1) // 2 if pairs else n, cfg, split, group)
+    if pairs:
+        batch = [s for scene in batch for s in (scene, hard_negative(rng, scene, cfg, split))][:n]
     negatives = [scenes.caption(hard_negative(rng, s, cfg, split), cfg) for s in batch for _ in range(hard_negatives)]
     phrases = [
         scenes.object_phrase(s.objects[k], cfg) if k < len(s.objects) else ""
@@ -203,14 +211,30 @@ def sample_batch(
 # ------------------------------------------------------------------------------------ training
 
 
+def same_text(texts: Sequence[str], b: int) -> np.ndarray:
+    """bool [b, len(texts)]: text j equals text i (i < b) for j != i (a false negative of row i)."""
+    values = np.asarray(texts, dtype=object)
+    same = values[:b, None] == values[None, :]
+    same[np.arange(b), np.arange(b)] = False
+    return same
+
+
 def contrastive_loss(
-    image: jax.Array, text: jax.Array, logit_scale: jax.Array, valid: jax.Array | None = None
+    image: jax.Array,
+    text: jax.Array,
+    logit_scale: jax.Array,
+    valid: jax.Array | None = None,
+    same: jax.Array | None = None,
 ) -> jax.Array:
     """Symmetric InfoNCE. image [B, d], text [B + extra, d] (both L2-normalised; rows B.. are
-    extra negatives for the images); ``valid`` [B] bool drops pairs (rows and columns) -> scalar."""
+    extra negatives for the images); ``valid`` [B] bool drops pairs (rows and columns);
+    ``same`` [B, B + extra] bool (``same_text``) drops false negatives, the columns whose text
+    is row i's own -> scalar."""
     b = image.shape[0]
     valid = jnp.ones(b, bool) if valid is None else valid
     logits = jnp.exp(jnp.minimum(logit_scale, _MAX_LOGIT_SCALE)) * image @ text.T  # [B, B + extra]
+    if same is not None:
+        logits = jnp.where(same, -1e9, logits)
     columns = jnp.concatenate([valid, jnp.ones(text.shape[0] - b, bool)])
     labels = jnp.arange(b)
     to_text = optax.softmax_cross_entropy_with_integer_labels(jnp.where(columns, logits, -1e9), labels)
@@ -236,7 +260,10 @@ def _loss(
     images = render.render(inputs["tokens"], key, world_cfg, noise=recipe.noise, jitter=recipe.jitter)
     features = tower.encode_image(params, images)
     loss = contrastive_loss(
-        features.cls, tower.encode_text(params, inputs["ids"], inputs["mask"]), params["logit_scale"]
+        features.cls,
+        tower.encode_text(params, inputs["ids"], inputs["mask"]),
+        params["logit_scale"],
+        same=inputs["same"],
     )
     if recipe.region_weight:
         weights = object_patch_weights(inputs["tokens"], world_cfg, tower.grid)  # [B, M, N]
@@ -244,17 +271,21 @@ def _loss(
         regions = regions.reshape(-1, regions.shape[-1])
         phrases = tower.encode_text(params, inputs["phrase_ids"], inputs["phrase_mask"])  # [B * M, d]
         valid = weights.reshape(regions.shape[0], -1).sum(-1) > 0
-        loss = loss + recipe.region_weight * contrastive_loss(regions, phrases, params["logit_scale"], valid)
+        loss = loss + recipe.region_weight * contrastive_loss(
+            regions, phrases, params["logit_scale"], valid, inputs["phrase_same"]
+        )
     return loss
 
 
 def _inputs(tower: clip.Clip, batch: Batch, region_weight: float) -> dict[str, np.ndarray]:
-    ids, mask = tower.tokenize(batch.captions + batch.negatives)
-    inputs = {"tokens": batch.tokens, "ids": ids, "mask": mask}
+    texts = batch.captions + batch.negatives
+    ids, mask = tower.tokenize(texts)
+    inputs = {"tokens": batch.tokens, "ids": ids, "mask": mask, "same": same_text(texts, len(batch.captions))}
     if region_weight:
         inputs["phrase_ids"], inputs["phrase_mask"] = text.tokenize(
             tower.tokenizer, batch.phrases, _PHRASE_LENGTH, "CLIP"
         )
+        inputs["phrase_same"] = same_text(batch.phrases, len(batch.phrases)) & (np.asarray(batch.phrases) != "")
     return inputs
 
 
@@ -341,7 +372,14 @@ def _fit(
 
     probe = _inputs(
         tower,
-        sample_batch(np.random.default_rng([seed, 2]), world_cfg, batch_size, recipe.hard_negatives, recipe.group),
+        sample_batch(
+            np.random.default_rng([seed, 2]),
+            world_cfg,
+            batch_size,
+            recipe.hard_negatives,
+            recipe.group,
+            pairs=recipe.pairs,
+        ),
         recipe.region_weight,
     )
     clean = dataclasses.replace(recipe, noise=0.0, jitter=0.0)
@@ -372,7 +410,7 @@ def _fit(
     begin = start = time.perf_counter()
     with tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(steps):
-            batch = sample_batch(rng, world_cfg, batch_size, recipe.hard_negatives, recipe.group)
+            batch = sample_batch(rng, world_cfg, batch_size, recipe.hard_negatives, recipe.group, pairs=recipe.pairs)
             params, opt_state, loss = step(
                 params, opt_state, _inputs(tower, batch, recipe.region_weight), jax.random.fold_in(key, i)
             )
@@ -542,6 +580,14 @@ def format_table(result: dict[str, float]) -> str:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+def _yes_no(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder to write the CLIP into (new, empty or a world CLIP)")
@@ -553,9 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     for group, defaults, help_ in ((ClipSizes, ClipSizes(), "model size"), (Recipe, Recipe(), "training recipe")):
         options = parser.add_argument_group(help_)
         for field in dataclasses.fields(group):
-            options.add_argument(
-                f"--{field.name}", type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name)
-            )
+            default = getattr(defaults, field.name)
+            kind = _yes_no if isinstance(default, bool) else type(default)
+            options.add_argument(f"--{field.name}", type=kind, default=default)
     world = parser.add_argument_group("world")
     for name in ("image_size", "grid", "max_objects"):
         world.add_argument(f"--{name}", type=int, default=getattr(scenes.WorldConfig, name))
