@@ -12,7 +12,7 @@ from regionedit_jax.configs import common
 CONFIG_FILES = sorted(
     p
     for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py"))
-    if os.path.basename(p) not in ("common.py", "__init__.py")
+    if os.path.basename(p) not in ("common.py", "checks.py", "__init__.py")
 )
 
 

@@ -468,3 +468,12 @@ def test_shapes_source_writes_records_with_the_worlds_edits(tmp_path):
     assert pairs[1].edit.instruction == edits.example("test", 3).instruction
     with pytest.raises(ValueError, match="shapes:N"):
         sources.open_source("shapes:many")
+    small = scenes.WorldConfig(image_size=32, grid=2, max_objects=2)
+    pair = list(sources.open_source("shapes:2", image_size=32, grid=2, max_objects=2))[1]
+    assert pair.edit.instruction == edits.example("train", 1, cfg=small).instruction
+    with Image.open(io.BytesIO(pair.image)) as image:
+        assert image.size == (32, 32)
+    with pytest.raises(TypeError, match="only the options image_size, grid and max_objects"):
+        sources.open_source("shapes:2", data_dir="x")
+    with pytest.raises(ValueError, match="max_objects"):
+        sources.open_source("shapes:2", grid=2, max_objects=5)

@@ -29,9 +29,12 @@ def get_config(arg: str | None = None):
         noise=0.02,
         jitter=0.03,
         lr=1e-3,
-        area=1.0,
+        area=0.3,
         floor=0.1,
         paper_loss=False,
+        image_size=64,
+        grid=3,
+        max_objects=4,
     )
     config = common.base()
     config.seed = args.seed
@@ -43,13 +46,11 @@ def get_config(arg: str | None = None):
     config.towers.sd_inpaint.path = "{bundle}/sd_inpaint"
     for name in ("clip", "t5", "sd_inpaint", "dino"):
         config.towers[name].dtype = "float32"
-    config.image_size = 64
-    config.edit.max_side = 64
+    config.image_size = args.image_size
+    config.edit.max_side = args.image_size
+    world = dict(image_size=args.image_size, grid=args.grid, max_objects=args.max_objects)
     config.generator = dict(
-        name="oracle",
-        num_steps=1,
-        guidance_scale=1.0,
-        oracle=dict(image_size=64, grid=3, max_objects=4, noise=args.noise, jitter=args.jitter),
+        name="oracle", num_steps=1, guidance_scale=1.0, oracle=dict(**world, noise=args.noise, jitter=args.jitter)
     )
     try:
         scales = tuple(int(s) for s in args.scales.split("-"))

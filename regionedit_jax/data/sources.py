@@ -541,15 +541,27 @@ class HfSource(IndexedSource):
 class ShapesSource(IndexedSource):
     """The first `count` edits of a split of the shapes world (`worlds.examples`, seed 0): the
     image is a PNG of the source scene rendered with a texture key from its index, the caption
-    the source caption, and `edit` the world's instruction, target caption and kind."""
+    the source caption, and `edit` the world's instruction, target caption and kind. Options
+    `image_size`, `grid` and `max_objects` choose the world (`worlds.scenes.WorldConfig`)."""
 
-    def __init__(self, count: int, split: str = "train", **kw: Any) -> None:
+    def __init__(
+        self,
+        count: int,
+        split: str = "train",
+        *,
+        image_size: int = 64,
+        grid: int = 3,
+        max_objects: int = 4,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         from regionedit_jax.worlds.edits import SPLITS
+        from regionedit_jax.worlds.scenes import WorldConfig
 
         if count < 0 or split not in SPLITS:
             raise ValueError(f"expected shapes:N[:split] with N >= 0 and split in {SPLITS}, got {count}:{split}")
         self.count, self.split = count, split
+        self.world = WorldConfig(image_size=int(image_size), grid=int(grid), max_objects=int(max_objects))
 
     def _count(self) -> int:
         return self.count
@@ -560,10 +572,10 @@ class ShapesSource(IndexedSource):
         from regionedit_jax.describe.base import Edit
         from regionedit_jax.worlds import edits, render
 
-        edit = edits.example(self.split, position)
+        edit = edits.example(self.split, position, cfg=self.world)
         key = jax.random.fold_in(jax.random.PRNGKey(edits.SPLITS.index(self.split)), position)
         buffer = io.BytesIO()
-        Image.fromarray(render.render_scene(edit.source, key)).save(buffer, format="PNG")
+        Image.fromarray(render.render_scene(edit.source, key, self.world)).save(buffer, format="PNG")
         return Pair(
             str(position),
             buffer.getvalue(),
@@ -641,9 +653,11 @@ def open_source(
         name, split = _hf_name_and_split(rest, split)
         return HfSource(name, split, **fields("image_column", "caption_column"), **kw, **shard)
     if scheme == "shapes":
-        no_options("shapes")
+        unknown = sorted(set(kw) - {"image_size", "grid", "max_objects"})
+        if unknown:
+            raise TypeError(f"shapes sources take only the options image_size, grid and max_objects, not {unknown}")
         count, _, named = rest.partition(":")
         if not count.isdigit():
             raise ValueError(f"expected shapes:N[:split], got {spec!r}")
-        return ShapesSource(int(count), split or named or "train", **shard)
+        return ShapesSource(int(count), split or named or "train", **kw, **shard)
     raise ValueError(f"unknown source spec {spec!r}; expected one of: {_SPEC_HELP}")
