@@ -100,6 +100,8 @@ CASES = [
     ("prepare_data.py", ["--source=jsonl:{tmp}/missing.jsonl"], "not found"),
     ("prepare_data.py", ["--source=bogus:x"], "unknown source spec 'bogus:x'"),
     ("evaluate.py", ["--limit=0"], "limit=0: must be an integer >= 1"),
+    ("evaluate.py", ["--config=configs/eval_emu.py:dataset={tmp}/missing"], "Emu Edit dataset folder"),
+    ("evaluate.py", ["--config=configs/eval_magicbrush.py:dataset={tmp}/missing"], "MagicBrush dataset folder"),
     ("edit.py", ["--image=sample:cat", "--instruction=add a hat", "--guidance=nan"], "--guidance nan"),
     ("edit.py", ["--image=sample:cat", "--instruction=add a hat", "--threshold=0"], "--threshold 0"),
     ("edit.py", ["--image=sample:cat", "--instruction=add a hat", "--batch_size=0"], "--batch_size 0"),

@@ -13,8 +13,8 @@ MagicBrush has no captions: the Editor's describers (``config.describe``) write 
 
 import ml_collections
 
-from configs.eval_emu import metric_towers, model_config
 from regionedit_jax.configs import common
+from regionedit_jax.configs.eval_emu import metric_towers, model_config
 
 PROTOCOLS = {"single": ("single",), "multi": ("multi",), "both": ("single", "multi")}
 

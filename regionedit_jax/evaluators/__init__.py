@@ -89,6 +89,8 @@ def evaluate_config(
         if unknown:
             raise ValueError(f"no evaluator named {unknown} in config.evals (it has {sorted(evaluators)}).")
         evaluators = {k: v for k, v in evaluators.items() if k in only}
+    for evaluator in evaluators.values():
+        evaluator.check_inputs()  # a missing dataset fails here, before any tower loads
     editor = None
     if config.towers.bundle:  # the metric towers may come from the tiny bundle: make sure it exists
         from regionedit_jax.towers import tiny

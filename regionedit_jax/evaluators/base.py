@@ -178,6 +178,9 @@ class Evaluator:
         self._towers = dict(towers or {})
         self._scorer: Scorer | None = None
 
+    def check_inputs(self) -> None:
+        """Opens what the evaluation reads (its dataset) so a missing input fails before any model loads."""
+
     def scorer(self) -> Scorer:
         """The metric towers (loaded on first use)."""
         if self._scorer is None:

@@ -86,6 +86,9 @@ class EmuEdit(Evaluator):
         super().__init__(name, towers, **options)
         self._table: EmuEditTable | None = None
 
+    def check_inputs(self) -> None:
+        self.table()
+
     def table(self) -> EmuEditTable:
         if self._table is None:
             self._table = EmuEditTable(self.options["dataset"], self.options["split"])

@@ -133,6 +133,9 @@ class MagicBrush(Evaluator):
             )
         self._table: MagicBrushTable | None = None
 
+    def check_inputs(self) -> None:
+        self.table()
+
     def table(self) -> MagicBrushTable:
         if self._table is None:
             self._table = MagicBrushTable(self.options["dataset"], self.options["split"])
