@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +20,7 @@ from PIL import Image
 from regionedit_jax import images as image_ops
 
 OVERLAY_COLOUR = np.array([255, 64, 32], np.float32)
+OUTPUT_FILES = ("edited.png", "mask.png", "overlay.png", "result.json")
 
 
 def overlay(source: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -30,8 +33,30 @@ def overlay(source: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.nda
 
 
 def write_result(out_dir: str, source: np.ndarray, result, settings: dict[str, Any]) -> None:
-    """Writes edited.png, mask.png, overlay.png and result.json for one EditResult."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Writes edited.png, mask.png, overlay.png and result.json for one EditResult.
+
+    The files are written into a hidden staging folder first: a new ``out_dir`` then appears
+    whole (one rename), and in an existing one each file replaces its name (a symlink there is
+    replaced, never followed). An interrupted write leaves no half-written result.
+    """
+    fresh = not os.path.lexists(out_dir)
+    if not fresh and not os.path.isdir(out_dir):
+        raise ValueError(f"output {out_dir!r} exists and is not a folder; name another --out.")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=parent if fresh else out_dir)
+    try:
+        _write_files(staging, source, result, settings)
+        if fresh:
+            os.rename(staging, out_dir)
+        else:
+            for name in OUTPUT_FILES:
+                os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_files(out_dir: str, source: np.ndarray, result, settings: dict[str, Any]) -> None:
     Image.fromarray(result.image).save(os.path.join(out_dir, "edited.png"))
     Image.fromarray((result.mask * 255).astype(np.uint8)).save(os.path.join(out_dir, "mask.png"))
     Image.fromarray(overlay(source, result.mask)).save(os.path.join(out_dir, "overlay.png"))
@@ -168,6 +193,8 @@ def run(
         )
         for offset, (source, result) in enumerate(zip(sources, results, strict=True)):
             folder = out if single else os.path.join(out, f"{start + offset:05d}")
+            if not single and os.path.islink(folder):
+                os.unlink(folder)  # a link inside --out is replaced, never followed
             write_result(folder, source, result, {**settings, "image": chunk[offset]["image"]})
             folders.append(folder)
         bar.update(len(chunk))

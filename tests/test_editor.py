@@ -133,6 +133,27 @@ def test_cli_batch_writes_every_picture(editor, photo, tmp_path):
         assert Image.open(os.path.join(folder, "overlay.png")).size == (160, 120)
 
 
+def test_cli_replaces_links_inside_out_and_never_writes_through_them(editor, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "cat.png")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.png").write_bytes(b"precious")
+    out = tmp_path / "out"
+    (out / "00000").mkdir(parents=True)
+    os.symlink(outside / "keep.png", out / "00000" / "edited.png")  # a file link inside a row folder
+    os.symlink(outside, out / "00001")  # a row folder that is a link
+    lines = [{"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"}] * 2
+    (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    rows = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
+    edit_cli.run(editor, rows, str(out), seed=0, num_steps=None, guidance_scale=None, threshold=None, progress=False)
+    assert sorted(os.listdir(outside)) == ["keep.png"] and (outside / "keep.png").read_bytes() == b"precious"
+    for row in ("00000", "00001"):
+        assert not os.path.islink(out / row) and sorted(os.listdir(out / row)) == sorted(edit_cli.OUTPUT_FILES)
+        assert not any(os.path.islink(out / row / name) for name in edit_cli.OUTPUT_FILES)
+    assert Image.open(out / "00000" / "edited.png").size == (160, 120)
+    assert not [p for p in os.listdir(out) if p.startswith(".partial")]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
