@@ -140,11 +140,9 @@ def check_settings(
         ("--threshold", "region.threshold", threshold),
         ("--batch_size", "global_batch_size", batch_size),
     ):
-        if value is not None:
-            try:
-                checks.check_value(key, value)
-            except ValueError as e:
-                raise ValueError(f"{flag} {value!r}: {str(e).split(': ', 1)[1]}") from None
+        accepted = None if value is None else checks.violation(key, value)
+        if accepted:
+            raise ValueError(f"{flag} {value!r}: must be {accepted}.")
 
 
 def run(

@@ -12,10 +12,8 @@ import dataclasses
 import json
 import os
 
-import ml_collections
 import pytest
 
-from regionedit_jax import evaluators
 from regionedit_jax.worlds import study, world_clip
 
 SMALL = study.Study(
@@ -39,9 +37,9 @@ def result(tmp_path_factory, tiny_bundle):
     os.symlink(tiny_bundle, root / "bundle")  # T5 and DINO come from the session's tiny bundle
     small = dataclasses.replace(SMALL, root=str(root))
     out = study.run(small)
-    config = ml_collections.ConfigDict(study.config_for(small).to_dict())
-    config.evals.shapes.update(n=small.n, baselines=False)
-    untrained = evaluators.evaluate_config(config, str(root / "untrained"), progress=False)["shapes"]
+    untrained = study.evaluate(
+        study.config_for(small), str(root / "untrained"), None, progress=False, n=small.n, baselines=False
+    )
     return str(root), out, untrained
 
 

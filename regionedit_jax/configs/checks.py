@@ -72,10 +72,16 @@ def _lookup(config, dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
+def violation(name: str, value: Any) -> str | None:
+    """The range ``value`` misses for key ``name`` of ``RULES`` ("an integer >= 1"), or None if it is fine."""
+    test, accepted = RULES[name]
+    return None if test(value) else accepted
+
+
 def check_value(name: str, value: Any) -> None:
     """One key of ``RULES`` (e.g. a command-line override of ``generator.guidance_scale``)."""
-    test, accepted = RULES[name]
-    if not test(value):
+    accepted = violation(name, value)
+    if accepted:
         raise ValueError(f"{name}={value!r}: must be {accepted}.")
 
 

@@ -55,6 +55,13 @@ class Study:
     ablation_n: int = 70
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        minimums = dict(records=1, steps=0, clip_steps=1, clip_batch_size=1, n=1, ablation_steps=0, ablation_n=1)
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}.")
+
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -68,41 +75,44 @@ def config_for(study: Study, extra: str = "", steps: int = 0):
     return shapes.get_config(",".join(p for p in parts if p))
 
 
-def train_and_evaluate(config, workdir: str, *, n: int, baselines: bool, progress: bool = True):
-    """Trains in workdir/ (resumes) and evaluates into workdir/eval; returns the shapes Report."""
+def evaluate(config, workdir: str, checkpoint: str | None, *, progress: bool = True, **options):
+    """The shapes evaluator of ``config`` with ``options`` (n, baselines, threshold, ...) on top;
+    ``checkpoint`` None evaluates the untrained predictor. Returns the shapes Report."""
     import ml_collections
 
     from regionedit_jax import evaluators
+
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.evals.shapes.update(**options)
+    return evaluators.evaluate_config(config, workdir, checkpoint=checkpoint, progress=progress)["shapes"]
+
+
+def train_and_evaluate(config, workdir: str, *, n: int, baselines: bool, progress: bool = True):
+    """Trains in workdir/ (resumes) and evaluates into workdir/eval; returns the shapes Report."""
     from regionedit_jax.train import loop
 
     loop.train_and_evaluate(config, workdir)
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.evals.shapes.update(n=n, baselines=baselines)
-    return evaluators.evaluate_config(
-        config, os.path.join(workdir, "eval"), checkpoint=os.path.join(workdir, "checkpoints"), progress=progress
-    )["shapes"]
+    checkpoint = os.path.join(workdir, "checkpoints")
+    return evaluate(config, os.path.join(workdir, "eval"), checkpoint, progress=progress, n=n, baselines=baselines)
 
 
 def run(study: Study = Study()) -> dict[str, Any]:
     """All stages; returns {"report": the main run's Report, "rows": ablation Reports, "seconds"}."""
-    import ml_collections
-
-    from regionedit_jax import evaluators
     from regionedit_jax.data import annotate
     from regionedit_jax.worlds import diagnose, scenes
 
     began = time.perf_counter()
     root = study.root.rstrip("/")
     config = config_for(study, steps=study.steps)
-    world = dict(config.generator.oracle)
-    world_cfg = scenes.WorldConfig(**{k: world[k] for k in ("image_size", "grid", "max_objects")})
+    world = {k: config.generator.oracle[k] for k in ("image_size", "grid", "max_objects")}
+    world_cfg = scenes.WorldConfig(**world)
     say(f"1/6 records: {study.records} train edits of the shapes world -> {root}/data")
     annotate.annotate(
         annotate.Settings(
             source=f"shapes:{study.records}",
             out=f"{root}/data",
             max_side=world_cfg.image_size,
-            source_options={k: world[k] for k in ("image_size", "grid", "max_objects")},
+            source_options=world,
         ),
         progress=study.progress,
     )
@@ -149,14 +159,15 @@ def run(study: Study = Study()) -> dict[str, Any]:
             )
         for tau in THRESHOLDS:
             say(f"6/6 threshold {tau}: the main checkpoint re-evaluated")
-            cfg = ml_collections.ConfigDict(config.to_dict())
-            cfg.evals.shapes.update(n=min(study.n, study.ablation_n), baselines=False, threshold=tau)
-            rows[f"threshold {tau}"] = evaluators.evaluate_config(
-                cfg,
+            rows[f"threshold {tau}"] = evaluate(
+                config,
                 f"{root}/ablations/threshold_{tau}",
-                checkpoint=f"{root}/train/checkpoints",
+                f"{root}/train/checkpoints",
                 progress=study.progress,
-            )["shapes"]
+                n=min(study.n, study.ablation_n),
+                baselines=False,
+                threshold=tau,
+            )
     table = ablation_markdown(rows)
     with open(f"{root}/ablations.md", "w", encoding="utf-8") as f:
         f.write(table + "\n")
