@@ -106,6 +106,11 @@ def run(study: Study = Study()) -> dict[str, Any]:
     config = config_for(study, steps=study.steps)
     world = {k: config.generator.oracle[k] for k in ("image_size", "grid", "max_objects")}
     world_cfg = scenes.WorldConfig(**world)
+    clip_dir = config.towers.clip.path
+    clip_summary = world_clip.read_manifest(clip_dir)
+    patch = study.clip_sizes.patch_size
+    if clip_summary is None and world_cfg.image_size % patch:  # refused before any stage writes
+        raise ValueError(f"image_size {world_cfg.image_size} is not a multiple of the CLIP's patch_size {patch}")
     say(f"1/6 records: {study.records} train edits of the shapes world -> {root}/data")
     annotate.annotate(
         annotate.Settings(
@@ -117,8 +122,6 @@ def run(study: Study = Study()) -> dict[str, Any]:
         progress=study.progress,
     )
 
-    clip_dir = config.towers.clip.path
-    clip_summary = world_clip.read_manifest(clip_dir)
     if clip_summary is None:
         say(f"2/6 CLIP: training a CLIP on the world -> {clip_dir}")
         clip_summary = world_clip.train(
