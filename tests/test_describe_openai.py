@@ -369,6 +369,21 @@ def test_api_key_is_sent_but_never_shown(server, monkeypatch, caplog):
     assert SECRET not in str(info.value) and SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_refused_and_the_key_never_reaches_another_host(server, monkeypatch, status):
+    """urllib would resend Authorization to wherever a 30x points; the describer follows no redirect."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    elsewhere = ChatServer()
+    try:
+        target = elsewhere.base_url.replace("127.0.0.1", "localhost") + "/chat/completions"
+        server.script = [Reply(status=status, error="moved", headers={"Location": target})]
+        with pytest.raises(BackendError, match=rf"HTTP {status}, a redirect to .*not followed.*base_url"):
+            client(server, api_key_env=KEY_ENV, max_retries=0).rewrite(["a cat"], ["turn the cat into a dog"])
+        assert len(server.requests) == 1 and elsewhere.requests == []
+    finally:
+        elsewhere.close()
+
+
 def test_missing_key_variable_is_a_clear_error(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(ValueError, match=KEY_ENV):

@@ -218,7 +218,7 @@ class OpenAIDescriber(Describer):
         loopback = parsed.hostname in ("localhost", "127.0.0.1", "::1")
         # Servers on this machine are reached directly, whatever proxy the environment names.
         handlers = [urllib.request.ProxyHandler({})] if loopback else []
-        self._opener = urllib.request.build_opener(*handlers)
+        self._opener = urllib.request.build_opener(*handlers, _NoRedirects())
 
     def __repr__(self) -> str:
         return (
@@ -316,6 +316,13 @@ class OpenAIDescriber(Describer):
                 with self._opener.open(request, timeout=self.timeout) as response:
                     raw = response.read()
             except urllib.error.HTTPError as err:
+                if 300 <= err.code < 400:
+                    where = err.headers.get("Location", "?") if err.headers else "?"
+                    raise BackendError(
+                        f"{self.url} answered HTTP {err.code}, a redirect to {self._redact(where)}; redirects are "
+                        "not followed (the API key goes only to the configured server): set base_url to the "
+                        "address the server names."
+                    ) from None
                 text = self._redact(_error_text(err))
                 if err.code == 429 or err.code >= 500:
                     problem = f"HTTP {err.code}: {text}"
@@ -383,6 +390,13 @@ class OpenAIDescriber(Describer):
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump({"content": content}, out)
         os.replace(tmp, path)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect: urllib would resend the Authorization header to the new host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
 
 
 def _error_text(err: urllib.error.HTTPError) -> str:
