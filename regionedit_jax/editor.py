@@ -95,6 +95,8 @@ class Editor:
     def from_config(cls, config, checkpoint: str | None = None, params: Any = None) -> Editor:
         """Loads the towers, generator and describers of ``config``; params from ``checkpoint`` or a fresh init."""
         config_checks.check(config)
+        if params is None and checkpoint:  # a missing or corrupt checkpoint is refused before towers load
+            checkpoints.choose_step(checkpoint)
         names = ("clip", "t5") + generators.towers_for(config.generator)
         towers = bundle.load(config.towers, names, seed=config.seed)
         return cls.from_towers(towers, config, checkpoint=checkpoint, params=params)

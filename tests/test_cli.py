@@ -125,3 +125,38 @@ def test_bad_input_is_one_line_and_touches_nothing_else(tmp_path, script, args, 
     assert len(errors) == 1 and message in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert set(os.listdir(tmp_path)) - before <= {"out"}
+
+
+def test_edit_refuses_a_corrupt_checkpoint_before_any_tower_loads(tmp_path):
+    import jax.numpy as jnp
+
+    from regionedit_jax import checkpoints
+
+    folder = str(tmp_path / "checkpoints")
+    checkpoints.save_params(folder, 4, {"region": {"w": jnp.arange(500.0)}})
+    step_dir = os.path.join(folder, "4")
+    biggest = max((os.path.join(p, n) for p, _, names in os.walk(step_dir) for n in names), key=os.path.getsize)
+    data = bytearray(open(biggest, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(biggest, "wb").write(data)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "launch", "edit.py"),
+            "--image=sample:cat",
+            "--instruction=add a hat",
+            f"--checkpoint={folder}",
+            f"--out={tmp_path / 'out'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert re.search(
+        r"^error: checkpoint .*checkpoints/4 is corrupt: .* changed \(SHA-256 differs\); no other step",
+        result.stderr,
+        re.M,
+    )
+    assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "out")

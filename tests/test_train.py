@@ -244,6 +244,57 @@ def test_resume_after_preemption_is_exact(tiny_bundle, records, towers, uninterr
     assert metrics == ref_metrics
 
 
+def test_a_corrupt_newest_step_is_set_aside_and_the_run_resumes_from_the_newest_intact_one(
+    tiny_bundle, records, towers, uninterrupted, tmp_path, capsys
+):
+    workdir = tmp_path / "corrupt"
+    shutil.copytree(uninterrupted.workdir, workdir)
+    state_files = [
+        os.path.join(p, n) for p, _, names in os.walk(workdir / "checkpoints" / "6" / "state") for n in names
+    ]
+    victim = max(state_files, key=os.path.getsize)
+    data = bytearray(open(victim, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(victim, "wb").write(data)
+
+    metrics, capture = run_capturing(resume_config(tiny_bundle, records), workdir, towers)
+    out = capsys.readouterr().out
+    assert re.search(
+        r"checkpoints/6 is corrupt: state/.* changed \(SHA-256 differs\)\. Moved to .*corrupt_checkpoints/6", out
+    )
+    assert "resumed from" in out and "step 3" in out
+    assert os.path.isdir(workdir / "corrupt_checkpoints" / "6" / "state")  # kept for inspection
+    assert saved_steps(workdir) == [3, 6] and checkpoints.verify(str(workdir / "checkpoints"), 6) == []
+    # Steps 4-6 retrained from step 3 end bit for bit where the uninterrupted run ended.
+    params = tw.flat_params(capture.trainer.state.params)
+    for name in params:
+        np.testing.assert_array_equal(params[name], uninterrupted.flat[name], err_msg=name)
+    assert metrics == uninterrupted.metrics
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"optimizer.lr": 5e-4}, "optimizer.lr: 0.001 -> 0.0005"),
+        ({"region.depth": 2}, "region.depth: 1 -> 2"),
+    ],
+)
+def test_resuming_with_another_optimizer_or_region_says_what_differs(
+    tiny_bundle, records, towers, preempted, tmp_path, change, expected
+):
+    workdir = tmp_path / "changed"
+    shutil.copytree(preempted[0], workdir)
+    config = resume_config(tiny_bundle, records).unlock()
+    for key, value in change.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    with pytest.raises(ValueError, match="was trained with another config") as err:
+        loop.train_and_evaluate(config, str(workdir), towers)
+    print(f"\n{err.value}")
+    assert expected in str(err.value) and "init_checkpoint=" in str(err.value)
+    assert saved_steps(workdir) == [3]  # nothing was moved or written
+
+
 def test_sigterm_between_the_step_and_its_save_is_handled_at_the_next_step(
     tiny_bundle, records, towers, tmp_path, monkeypatch
 ):

@@ -1,6 +1,7 @@
 """``train_and_evaluate(config, workdir)``: the training loop around one compiled step.
 
-Resume order: the workdir's latest checkpoint (state + data iterator, exact), else
+Resume order: the workdir's newest intact checkpoint (state + data iterator, exact; see
+train/resume.py: corrupt steps are set aside, a changed config is refused), else
 ``config.train.init_checkpoint`` (params only), else a fresh init. Checkpoints
 (``workdir/checkpoints/<step>/``) hold the train state, the trainable ``params`` (what the
 Editor reads), every process's data-iterator position and the config; the last
@@ -34,7 +35,7 @@ from regionedit_jax.data import pipeline
 from regionedit_jax.model import RegionEditModel
 from regionedit_jax.towers import bundle
 from regionedit_jax.train import mesh as mesh_lib
-from regionedit_jax.train import writers
+from regionedit_jax.train import resume, writers
 from regionedit_jax.train.state import TrainState, make_optimizer
 from regionedit_jax.train.step import make_train_step
 
@@ -230,8 +231,10 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     towers = towers or load_towers(config)
     dataset = make_training_dataset(config, towers)
     data = iter(dataset)
-    manager = params_io.manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints, create=True)
-    if (manager.latest_step() or 0) >= tc.num_steps:
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    manager = params_io.manager(checkpoint_dir, tc.keep_checkpoints, create=True)
+    trained = manager.latest_step() or 0
+    if trained >= tc.num_steps and not params_io.verify(checkpoint_dir, trained):
         say(
             f"{workdir} is already trained to step {manager.latest_step()} (train.num_steps={tc.num_steps}); "
             "nothing to do. Raise --config.train.num_steps to train further."
@@ -245,14 +248,8 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
         f"step compiled in {trainer.compile_seconds:.1f} s"
     )
 
-    latest = manager.latest_step()
-    if latest is not None:
-        restored = manager.restore(
-            latest,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(trainer.abstract_state()), data=grain.checkpoint.CheckpointRestore(data)
-            ),
-        )
+    restored, latest = resume.restore_newest_intact(manager, workdir, config, trainer.abstract_state(), data, say)
+    if restored is not None:
         trainer.state = restored.state
         say(f"resumed from {workdir}/checkpoints step {latest}")
     elif tc.init_checkpoint:
@@ -267,8 +264,18 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     last: dict[str, float] = {}
     timer = (time.perf_counter(), step)
 
+    unsealed = []  # the step saved last, sealed once its asynchronous save has finished
+
+    def seal_saved() -> None:
+        manager.wait_until_finished()
+        if unsealed and is_main:
+            params_io.seal(checkpoint_dir, unsealed.pop())
+        unsealed.clear()
+
     def save(at: int, metrics) -> None:
         _check_finite(at, {k: float(v) for k, v in jax.device_get(metrics).items()})
+        seal_saved()
+        unsealed.append(at)
         manager.save(
             at,
             args=ocp.args.Composite(
@@ -319,7 +326,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                     say(f"SIGTERM: saved step {step}; exiting so the job can be rescheduled.")
                     break
         finally:
-            manager.wait_until_finished()
+            seal_saved()
             manager.close()
             writer.close()
     return last
