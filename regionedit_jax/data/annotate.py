@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from regionedit_jax import describe
+from regionedit_jax import describe, outputs
 from regionedit_jax import images as image_ops
 from regionedit_jax.data import records, sources
 
@@ -235,11 +235,7 @@ def summarize(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    outputs.write_json(path, data, indent=1)
 
 
 def _previous_shards(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -119,6 +119,8 @@ class ShardWriter:
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path, self._tmp = path, path + ".partial"
+        if os.path.islink(self._tmp):  # a link at the temporary name is removed, never written through
+            os.remove(self._tmp)
         # group_size 1: true random access; uncompressed: JPEG bytes do not compress anyway.
         self._writer = ArrayRecordWriter(self._tmp, "group_size:1,uncompressed")
         self.count = 0

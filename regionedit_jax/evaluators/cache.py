@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from regionedit_jax import images as image_ops
+from regionedit_jax import outputs
 
 _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -31,9 +32,7 @@ def check_id(row_id: str) -> str:
 
 
 def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
+    outputs.write_file(path, write)
 
 
 class RowCache:
@@ -59,7 +58,7 @@ class RowCache:
                     "--workdir, or delete that folder to start again."
                 )
         else:
-            _atomic_write(path, lambda p: _dump(p, settings))
+            _atomic_write(path, lambda f: _dump(f, settings))
 
     def _path(self, row_id: str, suffix: str) -> str:
         return os.path.join(self.folder, check_id(row_id) + suffix)
@@ -87,8 +86,8 @@ class RowCache:
             if array.dtype == np.bool_:
                 array = array.astype(np.uint8) * 255
             path = self._path(row_id, f".{name}.png" if name else ".png")
-            _atomic_write(path, lambda p, a=array: Image.fromarray(a).save(p, format="PNG"))
-        _atomic_write(self._path(row_id, ".json"), lambda p: _dump(p, record))
+            _atomic_write(path, lambda f, a=array: Image.fromarray(a).save(f, format="PNG"))
+        _atomic_write(self._path(row_id, ".json"), lambda f: _dump(f, record))
 
     def image(self, row_id: str, name: str = "") -> np.ndarray | None:
         """A saved image ([H, W, 3] uint8; masks [H, W] bool), or None when it was not saved."""
@@ -120,6 +119,5 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a row record.")
 
 
-def _dump(path: str, value: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, default=_plain)
+def _dump(f, value: Any) -> None:
+    f.write(json.dumps(value, indent=1, default=_plain).encode("utf-8"))

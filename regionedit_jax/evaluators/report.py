@@ -12,7 +12,6 @@ methods, columns = metrics). ``markdown`` renders them after the per-task table.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from regionedit_jax import outputs
 from regionedit_jax.edit_cli import overlay
 from regionedit_jax.evaluators.base import Example, Report
 
@@ -156,19 +156,15 @@ def grid(examples: Sequence[Example]) -> Image.Image:
 
 def write(folder: str, report: Report) -> None:
     """results.json, results.md and examples.png of one report into ``folder``."""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(as_json(report), f, indent=2)
-    with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(report))
+    outputs.write_json(os.path.join(folder, "results.json"), as_json(report), indent=2)
+    outputs.write_text(os.path.join(folder, "results.md"), markdown(report))
     if report.examples:
-        grid(report.examples).save(os.path.join(folder, "examples.png"))
+        outputs.save_image(os.path.join(folder, "examples.png"), grid(report.examples))
 
 
 def write_summary(folder: str, reports: Mapping[str, Report]) -> None:
     """All reports together: ``folder``/results.json ({name: report}) and results.md."""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({name: as_json(r) for name, r in reports.items()}, f, indent=2)
-    with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as f:
-        f.write("# Evaluation\n\n" + "\n".join(markdown(r) for r in reports.values()))
+    outputs.write_json(os.path.join(folder, "results.json"), {n: as_json(r) for n, r in reports.items()}, indent=2)
+    outputs.write_text(
+        os.path.join(folder, "results.md"), "# Evaluation\n\n" + "\n".join(map(markdown, reports.values()))
+    )

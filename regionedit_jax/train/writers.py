@@ -6,13 +6,13 @@ every process prints nothing itself (the loop prints the progress line on proces
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
+from regionedit_jax import outputs
 from regionedit_jax.edit_cli import overlay
 
 
@@ -71,5 +71,4 @@ def panel(
 
 
 def save_png(path: str, image: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(image).save(path)
+    outputs.save_image(path, image)

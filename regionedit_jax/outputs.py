@@ -1,0 +1,56 @@
+"""Result files appear whole, and never through a link.
+
+Each file is written to a fresh hidden file in its destination folder (``tempfile.mkstemp``,
+which never opens an existing name) and renamed over its name. A reader never sees half a
+file, an interrupted write leaves the previous file, and a symlink standing at the name is
+replaced, not followed: nothing outside the output folder changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import numpy as np
+
+
+def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Calls ``write(f)`` on a temporary file beside ``path``, then renames it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    write_file(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: str, value: Any, **dump_options) -> None:
+    """``value`` as JSON (``json.dumps`` options, e.g. indent), newline-terminated."""
+    write_text(path, json.dumps(value, **dump_options) + "\n")
+
+
+def save_image(path: str, image, format: str = "PNG") -> None:
+    """A PIL image or a uint8 array [H, W] / [H, W, 3] saved as ``format``."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    write_file(path, lambda f: picture.save(f, format=format))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
