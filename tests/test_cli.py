@@ -96,6 +96,7 @@ CASES = [
     ("train.py", ["--config.optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),
     ("train.py", ["--config.region.threshold=1.5"], "region.threshold=1.5"),
     ("train.py", ["--config.data.path={tmp}/missing"], "no *.array_record shards"),
+    ("train.py", ["--config.train.init_checkpoint={tmp}/missing"], "checkpoint folder"),
     ("prepare_data.py", [], "give --source"),
     ("prepare_data.py", ["--source=jsonl:{tmp}/missing.jsonl"], "not found"),
     ("prepare_data.py", ["--source=bogus:x"], "unknown source spec 'bogus:x'"),

@@ -223,6 +223,8 @@ def _periodic_evaluation(config, towers: dict[str, Any], params: Any, say):
 def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = None) -> dict[str, float]:
     """Trains ``config.train.num_steps`` steps in ``workdir``; returns the last logged metrics."""
     config_checks.check(config)
+    if config.train.init_checkpoint:  # missing or corrupt: refused before towers load
+        params_io.choose_step(config.train.init_checkpoint)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     tc = config.train
