@@ -46,19 +46,27 @@ def main(argv):
     )
     edit_cli.check_settings(**settings)
     if _BATCH.value:
-        rows = edit_cli.read_batch(_BATCH.value)
+        rows, bad = edit_cli.read_batch(_BATCH.value)
+        bad += edit_cli.validate(rows)
+        rows = [r for r in rows if r["index"] not in {b["index"] for b, _ in bad}]
     elif _IMAGE.value and _INSTRUCTION.value is not None:
         row = {"image": _IMAGE.value, "instruction": _INSTRUCTION.value}
         for key, flag in (("source_caption", _SOURCE), ("target_caption", _TARGET), ("mask", _MASK)):
             if flag.value is not None:
                 row[key] = flag.value
-        rows = [row]
+        rows, bad = [row], []
+        if reason := edit_cli.row_problem(row):
+            raise ValueError(reason)
     else:
         raise ValueError("give --image and --instruction, or --batch FILE.jsonl.")
-    edit_cli.validate(rows)
+    if not rows:
+        raise ValueError("no row of the batch can be edited: " + edit_cli.listed(bad))
     editor = Editor.from_config(_CONFIG.value, checkpoint=_CHECKPOINT.value)
-    folders = edit_cli.run(editor, rows, _OUT.value, **settings)
-    print(f"wrote {len(folders)} edit(s) to {_OUT.value}")
+    entries = edit_cli.run(editor, rows, _OUT.value, bad=bad, **settings)
+    summary = edit_cli.failure_summary(entries, _OUT.value)
+    if summary:
+        raise ValueError(summary)
+    print(f"wrote {len(entries)} edit(s) to {_OUT.value}")
 
 
 if __name__ == "__main__":

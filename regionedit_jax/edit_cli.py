@@ -2,7 +2,8 @@
 
 Outputs per edit (in ``--out``, or ``--out/<index>`` for a batch): ``edited.png``,
 ``mask.png`` (white = repainted), ``overlay.png`` (the region drawn over the source) and
-``result.json`` (instruction, descriptions, seed, settings, timings).
+``result.json`` (instruction, descriptions, seed, settings, timings). A batch also writes
+``--out/batch_report.json``: each row's folder, or why it could not be edited.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from regionedit_jax import images as image_ops
+from regionedit_jax import outputs
 
 OVERLAY_COLOUR = np.array([255, 64, 32], np.float32)
 OUTPUT_FILES = ("edited.png", "mask.png", "overlay.png", "result.json")
@@ -72,31 +74,60 @@ def _write_files(out_dir: str, source: np.ndarray, result, settings: dict[str, A
         json.dump(info, f, indent=2)
 
 
-def read_batch(path: str) -> list[dict[str, Any]]:
-    """A JSONL file of {"image": ..., "instruction": ..., optional captions/mask} -> rows.
+def read_batch(path: str) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """A JSONL file of {"image": ..., "instruction": ..., optional captions/mask} -> (rows, bad).
 
-    Relative image and mask paths resolve from the file's folder.
+    Every non-blank line is a row with its 0-based ``index`` (its output folder) and 1-based
+    ``line``; a line that is not an edit (not UTF-8, not JSON, not an object with "image" and
+    "instruction") goes to ``bad`` as (row, reason) and the others still run. Relative image
+    and mask paths resolve from the file's folder.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"batch file {path!r} does not exist.")
-    root, rows = os.path.dirname(os.path.abspath(path)), []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not JSON ({e.msg}).") from None
-            if not isinstance(row, dict) or "image" not in row or "instruction" not in row:
-                raise ValueError(f'{path}:{number}: each line needs "image" and "instruction".')
-            for key in ("image", "mask"):
-                if key in row and not str(row[key]).startswith("sample:"):
-                    row[key] = os.path.join(root, row[key])
-            rows.append(row)
-    if not rows:
+    root, rows, bad = os.path.dirname(os.path.abspath(path)), [], []
+    with open(path, "rb") as f:
+        lines = f.read().splitlines()
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        where = {"index": len(rows) + len(bad), "line": number}
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append((where, "the line is not UTF-8 text"))
+            continue
+        except json.JSONDecodeError as e:
+            bad.append((where, f"not JSON ({e.msg})"))
+            continue
+        if not isinstance(row, dict) or "image" not in row or "instruction" not in row:
+            bad.append((where, 'each line needs "image" and "instruction"'))
+            continue
+        reason = _field_problem(row)
+        if reason:
+            bad.append((where, reason))
+            continue
+        for key in ("image", "mask"):
+            if key in row and not row[key].startswith("sample:"):
+                row[key] = os.path.join(root, row[key])
+        rows.append({**row, **where})
+    if not rows and not bad:
         raise ValueError(f"batch file {path!r} has no rows.")
-    return rows
+    return rows, bad
+
+
+TEXT_FIELDS = ("image", "instruction", "mask", "source_caption", "target_caption")
+
+
+def _field_problem(row: dict[str, Any]) -> str | None:
+    for key in TEXT_FIELDS:
+        if key in row and not isinstance(row[key], str):
+            return f'"{key}" must be a string, not {type(row[key]).__name__}'
+        if key in row:
+            try:
+                row[key].encode("utf-8")
+            except UnicodeEncodeError:
+                return f'"{key}" holds text that is not valid Unicode (a lone surrogate)'
+    return None
 
 
 def read_source(ref: str) -> np.ndarray:
@@ -112,19 +143,29 @@ def read_source(ref: str) -> np.ndarray:
     return image_ops.decode(ref)
 
 
-def validate(rows: Sequence[dict[str, Any]]) -> None:
-    """Checks every row before any model loads: images decode, instructions are non-empty."""
-    for number, row in enumerate(rows, 1):
-        where = f"row {number}: " if len(rows) > 1 else ""
-        text = row.get("instruction")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{where}the instruction is empty; say what to change, e.g. 'make the car red'.")
-        for key in ("image", "mask"):
-            if key in row:
-                try:
-                    read_source(row[key])
-                except image_ops.ImageReadError as e:
-                    raise ValueError(f"{where}{key}: {e}") from None
+def row_problem(row: dict[str, Any]) -> str | None:
+    """Why ``row`` cannot be edited (checked before any model loads), or None."""
+    reason = _field_problem(row)
+    if reason:
+        return reason
+    if not row["instruction"].strip():
+        return "the instruction is empty; say what to change, e.g. 'make the car red'."
+    shapes = {}
+    for key in ("image", "mask"):
+        if key in row:
+            try:
+                shapes[key] = read_source(row[key]).shape[:2]
+            except image_ops.ImageReadError as e:
+                return f"{key}: {e}"
+    if "mask" in shapes and shapes["mask"] != shapes["image"]:
+        (mh, mw), (h, w) = shapes["mask"], shapes["image"]
+        return f"the mask is {mw}x{mh} (WxH) but the image is {w}x{h}; give a mask of the image's size."
+    return None
+
+
+def validate(rows: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """(row, reason) for every row that cannot be edited."""
+    return [(row, reason) for row in rows if (reason := row_problem(row))]
 
 
 def check_settings(
@@ -156,8 +197,16 @@ def run(
     threshold: float | None,
     batch_size: int = 4,
     progress: bool = True,
-) -> list[str]:
-    """Edits ``rows`` in batches of ``batch_size`` and writes each result; returns the folders."""
+    bad: Sequence[tuple[dict[str, Any], str]] = (),
+) -> list[dict[str, Any]]:
+    """Edits ``rows`` in batches of ``batch_size`` and writes each result; returns one entry per row,
+    {"index", "line", "folder"} or {"index", "line", "error"}, in row order.
+
+    One edit (rows without ``index``) is written to ``out``. A batch writes row i to
+    ``out/<i:05d>`` and every row's entry to ``out/batch_report.json``: a row that fails
+    (``bad`` rows from reading and validation, or an error while editing it) is reported there
+    and the other rows still complete; no row leaves a half-written folder.
+    """
     from tqdm import tqdm
 
     gc = editor.config.generator
@@ -168,33 +217,70 @@ def run(
         "guidance_scale": gc.guidance_scale if guidance_scale is None else guidance_scale,
         "threshold": editor.config.region.threshold if threshold is None else threshold,
     }
-    single = len(rows) == 1
-    folders = []
+    single = len(rows) == 1 and "index" not in rows[0] and not bad
+    entries = [{"index": r["index"], "line": r["line"], "error": reason} for r, reason in bad]
     bar = tqdm(total=len(rows), desc="editing", unit="image", disable=not progress or single)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        sources = [read_source(r["image"]) for r in chunk]
-        optional = {key: [r.get(key[:-1]) for r in chunk] for key in ("source_captions", "target_captions")}
-        optional = {k: v for k, v in optional.items() if all(x is not None for x in v)}
-        if any("mask" in r for r in chunk):
-            if not all("mask" in r for r in chunk):
-                raise ValueError("give a mask for every row of a batch, or for none.")
-            optional["masks"] = [r["mask"] for r in chunk]
-        results = editor.edit_batch(
-            sources,
-            [r["instruction"] for r in chunk],
-            seed=seed,
-            num_steps=num_steps,
-            guidance_scale=guidance_scale,
-            threshold=threshold,
-            **optional,
-        )
-        for offset, (source, result) in enumerate(zip(sources, results, strict=True)):
-            folder = out if single else os.path.join(out, f"{start + offset:05d}")
+
+    def edit(chunk: Sequence[dict[str, Any]]) -> None:
+        try:
+            sources = [read_source(r["image"]) for r in chunk]
+            optional = {key: [r.get(key[:-1]) for r in chunk] for key in ("source_captions", "target_captions")}
+            optional = {k: v for k, v in optional.items() if all(x is not None for x in v)}
+            if any("mask" in r for r in chunk):
+                if not all("mask" in r for r in chunk):
+                    raise ValueError("give a mask for every row of a batch, or for none.")
+                optional["masks"] = [r["mask"] for r in chunk]
+            results = editor.edit_batch(
+                sources,
+                [r["instruction"] for r in chunk],
+                seed=seed,
+                num_steps=num_steps,
+                guidance_scale=guidance_scale,
+                threshold=threshold,
+                **optional,
+            )
+        except (ValueError, OSError) as err:
+            if single:
+                raise
+            if len(chunk) > 1:  # find the row that failed: the others are edited alone
+                for row in chunk:
+                    edit([row])
+                return
+            entries.append({"index": chunk[0]["index"], "line": chunk[0]["line"], "error": str(err)})
+            bar.update(1)
+            return
+        for row, source, result in zip(chunk, sources, results, strict=True):
+            folder = out if single else os.path.join(out, f"{row['index']:05d}")
             if not single and os.path.islink(folder):
                 os.unlink(folder)  # a link inside --out is replaced, never followed
-            write_result(folder, source, result, {**settings, "image": chunk[offset]["image"]})
-            folders.append(folder)
+            write_result(folder, source, result, {**settings, "image": row["image"]})
+            entry = {"folder": folder} if single else {"index": row["index"], "line": row["line"], "folder": folder}
+            entries.append(entry)
         bar.update(len(chunk))
+
+    for start in range(0, len(rows), batch_size):
+        edit(rows[start : start + batch_size])
     bar.close()
-    return folders
+    if single:
+        return entries
+    entries.sort(key=lambda e: e["index"])
+    outputs.write_json(os.path.join(out, "batch_report.json"), {"rows": entries}, indent=1)
+    return entries
+
+
+def failure_summary(entries: Sequence[dict[str, Any]], out: str) -> str | None:
+    """One line naming the rows of a batch that failed and why, or None when every row was edited."""
+    failed = [e for e in entries if "error" in e]
+    if not failed:
+        return None
+    return (
+        f"{len(failed)} of {len(entries)} rows could not be edited (the other {len(entries) - len(failed)} "
+        f"were written): {listed([(e, e['error']) for e in failed])}. "
+        f"Every row's outcome: {os.path.join(out, 'batch_report.json')}"
+    )
+
+
+def listed(bad: Sequence[tuple[dict[str, Any], str]], first: int = 3) -> str:
+    """'line 2: reason; line 5: reason; +N more' for (row, reason) pairs."""
+    text = "; ".join(f"line {row['line']}: {reason}" for row, reason in bad[:first])
+    return text + (f"; +{len(bad) - first} more" if len(bad) > first else "")

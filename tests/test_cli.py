@@ -161,3 +161,23 @@ def test_edit_refuses_a_corrupt_checkpoint_before_any_tower_loads(tmp_path):
         re.M,
     )
     assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "out")
+
+
+def test_edit_batch_with_no_editable_row_names_each_line(tmp_path):
+    (tmp_path / "edits.jsonl").write_text(
+        '{"image": "sample:cat"}\nnot json\n{"image": "sample:cat", "instruction": " "}\n'
+    )
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "edit.py"), f"--batch={tmp_path / 'edits.jsonl'}"]
+        + [f"--out={tmp_path / 'out'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.startswith(
+        'error: no row of the batch can be edited: line 1: each line needs "image" and "instruction"; '
+        "line 2: not JSON (Expecting value); line 3: the instruction is empty"
+    ), result.stderr
+    assert not os.path.exists(tmp_path / "out")

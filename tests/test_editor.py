@@ -120,12 +120,14 @@ def test_cli_batch_writes_every_picture(editor, photo, tmp_path):
         {"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"},
     ]
     (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    rows = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
-    edit_cli.validate(rows)
-    folders = edit_cli.run(
+    rows, bad = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
+    assert bad == [] and edit_cli.validate(rows) == []
+    entries = edit_cli.run(
         editor, rows, str(tmp_path / "out"), seed=0, num_steps=None, guidance_scale=None, threshold=None, progress=False
     )
-    assert len(folders) == 2
+    folders = [e["folder"] for e in entries]
+    assert folders == [str(tmp_path / "out" / "00000"), str(tmp_path / "out" / "00001")]
+    assert edit_cli.failure_summary(entries, str(tmp_path / "out")) is None
     for folder in folders:
         assert sorted(os.listdir(folder)) == ["edited.png", "mask.png", "overlay.png", "result.json"]
         info = json.load(open(os.path.join(folder, "result.json")))
@@ -144,7 +146,7 @@ def test_cli_replaces_links_inside_out_and_never_writes_through_them(editor, pho
     os.symlink(outside, out / "00001")  # a row folder that is a link
     lines = [{"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"}] * 2
     (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    rows = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
+    rows, _ = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
     edit_cli.run(editor, rows, str(out), seed=0, num_steps=None, guidance_scale=None, threshold=None, progress=False)
     assert sorted(os.listdir(outside)) == ["keep.png"] and (outside / "keep.png").read_bytes() == b"precious"
     for row in ("00000", "00001"):
@@ -152,6 +154,45 @@ def test_cli_replaces_links_inside_out_and_never_writes_through_them(editor, pho
         assert not any(os.path.islink(out / row / name) for name in edit_cli.OUTPUT_FILES)
     assert Image.open(out / "00000" / "edited.png").size == (160, 120)
     assert not [p for p in os.listdir(out) if p.startswith(".partial")]
+
+
+def test_cli_batch_reports_each_bad_row_and_edits_the_others(editor, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "cat.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small_mask.png")
+    good = {"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"}
+    lines = [
+        json.dumps(good).encode(),
+        b'{"image": "cat.png", "instruction": ',  # cut off
+        json.dumps({"image": "missing.png", "instruction": "add a hat"}).encode(),
+        json.dumps({"image": 7, "instruction": "add a hat"}).encode(),
+        b'{"image": "cat.png", "instruction": "add a \\ud800 hat"}'.replace(b"\\\\", b"\\"),
+        "caf\u00e9".encode("latin-1") + b' {"image": "cat.png"}',  # not UTF-8
+        json.dumps({**good, "mask": "small_mask.png"}).encode(),
+        b"",
+        json.dumps({**good, "instruction": "make it winter"}).encode(),
+    ]
+    (tmp_path / "edits.jsonl").write_bytes(b"\n".join(lines))
+    rows, bad = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
+    bad += edit_cli.validate(rows)
+    rows = [r for r in rows if r["index"] not in {b["index"] for b, _ in bad}]
+    assert [r["line"] for r in rows] == [1, 9]
+    out = tmp_path / "out"
+    entries = edit_cli.run(
+        editor, rows, str(out), seed=0, num_steps=None, guidance_scale=None, threshold=None, progress=False, bad=bad
+    )
+    report = json.loads((out / "batch_report.json").read_text())["rows"]
+    assert report == entries and [e["index"] for e in entries] == list(range(8))
+    errors = {e["line"]: e["error"] for e in entries if "error" in e}
+    assert errors[2].startswith("not JSON")
+    assert "does not exist" in errors[3]
+    assert errors[4] == '"image" must be a string, not int'
+    assert "lone surrogate" in errors[5]
+    assert errors[6] == "the line is not UTF-8 text"
+    assert "the mask is 10x10 (WxH) but the image is 160x120" in errors[7]
+    assert sorted(os.listdir(out)) == ["00000", "00007", "batch_report.json"]  # only whole rows
+    summary = edit_cli.failure_summary(entries, str(out))
+    assert summary.startswith("6 of 8 rows could not be edited (the other 2 were written): line 2: not JSON")
+    assert summary.endswith("batch_report.json") and "+3 more" in summary
 
 
 @pytest.mark.parametrize(
