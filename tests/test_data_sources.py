@@ -130,9 +130,14 @@ def test_jsonl_manifest_rows_missing_files_and_locators(tmp_path):
     ]
     lines = [json.dumps(row) for row in rows] + ["{broken"]
     manifest = tmp_path / "pairs.jsonl"
-    manifest.write_text("\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n")
+    text = "\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n"
+    extra = [b'{"image": "img/one.jpg", "caption": "caf\xe9"}', b'{"image": ["img/one.jpg"], "caption": "a list"}']
+    manifest.write_bytes(text.encode() + b"\n".join(extra) + b"\n")
     pairs = list(open_source(str(manifest)))
-    assert [p.key for p in pairs] == ["1", "2", "cat", "5", "6", "7"]
+    assert [p.key for p in pairs] == ["1", "2", "cat", "5", "6", "7", "8", "9"]
+    assert pairs[6].reason == "read_error" and pairs[6].error.endswith("line 8 is not UTF-8 text")
+    assert pairs[7].reason == "missing_image" and "line 9 has an image field of type list" in pairs[7].error
+    pairs = pairs[:6]
     assert pairs[0].image == encoded(5) and pairs[0].caption == "a bowl of fruit"
     assert pairs[1].reason == "missing_file" and "gone.jpg" in pairs[1].error
     assert isinstance(pairs[2].image, np.ndarray) and pairs[2].image.shape == (300, 451, 3)

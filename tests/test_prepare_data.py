@@ -197,3 +197,25 @@ def test_load_image_orientation_draft_and_limits(monkeypatch):
         annotate.load_image(encoded(1, (100, 100)), settings)
     assert caught.value.reason == "too_large"
     assert annotate.clean_caption(b" a\tcat \n") == "a cat"
+
+
+def test_bad_jsonl_rows_are_counted_by_reason_and_the_rest_completes(tmp_path):
+    (tmp_path / "one.jpg").write_bytes(encoded(5))
+    good = {"image": "one.jpg", "caption": "a small brown dog on a red sofa"}
+    lines = [
+        json.dumps(good).encode(),
+        b'{"image": "one.jpg", "caption": "a dog \\ud800 on a sofa"}',  # a lone surrogate
+        json.dumps({"image": "one.jpg", "caption": 42}).encode(),
+        json.dumps({"image": ["one.jpg"], "caption": "a list for an image"}).encode(),
+        b'{"image": "one.jpg", "caption": "caf\xe9 on a terrace"}',  # not UTF-8
+        b'{"image": "one.jpg", "capt',  # cut off
+        json.dumps({**good, "caption": "a large black cat sleeping on a wooden chair"}).encode(),
+    ]
+    (tmp_path / "pairs.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    totals = run(f"jsonl:{tmp_path / 'pairs.jsonl'}", tmp_path / "out")["totals"]
+    assert totals["rejects"] == {"non_utf8_caption": 1, "bad_caption": 1, "missing_image": 1, "read_error": 2}
+    assert totals["records"] == 2 and totals["inputs"] == 7
+    assert [r.caption for r in read_records(tmp_path / "out")] == [
+        good["caption"],
+        "a large black cat sleeping on a wooden chair",
+    ]

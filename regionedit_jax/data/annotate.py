@@ -43,7 +43,7 @@ REJECTS: dict[str, str] = {
     "too_large": "the image has more pixels than PIL's decompression-bomb limit",
     "extreme_aspect": "the longer side is over max_aspect times the shorter",
     "bad_caption": "the caption is not text",
-    "non_utf8_caption": "the caption bytes are not UTF-8",
+    "non_utf8_caption": "the caption bytes are not UTF-8, or the text holds lone surrogates",
     "empty_caption": "the caption is empty after cleaning",
     **{f"describe:{code}": text for code, text in describe.REASONS.items()},
 }
@@ -113,6 +113,10 @@ def clean_caption(caption: Any) -> str:
             raise Reject("non_utf8_caption", str(err)) from None
     if not isinstance(caption, str):
         raise Reject("bad_caption", type(caption).__name__)
+    try:
+        caption.encode("utf-8")
+    except UnicodeEncodeError as err:  # e.g. "\ud800" from a JSON escape: not encodable text
+        raise Reject("non_utf8_caption", str(err)) from None
     text = " ".join(caption.split())
     if not text:
         raise Reject("empty_caption")

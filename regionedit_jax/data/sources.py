@@ -148,9 +148,8 @@ class JsonlSource(IndexedSource):
         if not self.path.is_file():
             raise FileNotFoundError(f"JSONL manifest not found: {self.path}")
         self.image_field, self.caption_field = image_field, caption_field
-        self._lines = [
-            (n, line) for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
-        ]
+        # Bytes per line: one line that is not UTF-8 rejects that row, not the manifest.
+        self._lines = [(n, line) for n, line in enumerate(self.path.read_bytes().splitlines(), 1) if line.strip()]
 
     def _count(self) -> int:
         return len(self._lines)
@@ -160,7 +159,9 @@ class JsonlSource(IndexedSource):
         key = str(number)
         origin = f"jsonl:{self.path.name}/{key}"
         try:
-            row = json.loads(line)
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _failed(key, origin, "read_error", f"line {number} is not UTF-8 text")
         except json.JSONDecodeError as err:
             return _failed(key, origin, "read_error", f"line {number} is not JSON: {err}")
         if not isinstance(row, dict):
@@ -171,7 +172,8 @@ class JsonlSource(IndexedSource):
         if self.image_field is not None or "image" in row:
             location = row.get(self.image_field or "image")
             if not isinstance(location, str) or not location:
-                return _failed(key, origin, "missing_image", f"line {number} names no image")
+                named = "names no image" if not location else f"has an image field of type {type(location).__name__}"
+                return _failed(key, origin, "missing_image", f"line {number} {named}")
             image = _read_bytes(self.path.parent / location, key, origin)
             return image if isinstance(image, Pair) else Pair(key, image, caption, origin)
         locator = row.get("source")
