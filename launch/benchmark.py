@@ -8,11 +8,10 @@ its VAE reconstruction) and one edit into ``workdir/edit/``.
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from regionedit_jax import benchmark
+from regionedit_jax import benchmark, cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
+_CONFIG = cli.define_config("configs/tiny.py")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark", "Folder for the outputs.")
 _SAMPLE = flags.DEFINE_string("sample", "cat", "Id of the bundled photo (regionedit_jax/data/samples.jsonl).")
 
@@ -24,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

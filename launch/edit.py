@@ -10,11 +10,10 @@ Writes edited.png, mask.png, overlay.png and result.json (per row for a batch).
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from regionedit_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
+_CONFIG = cli.define_config("configs/tiny.py")
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (a path, or sample:ID for a bundled photo).")
 _INSTRUCTION = flags.DEFINE_string("instruction", None, "What to change.")
 _BATCH = flags.DEFINE_string("batch", None, "JSONL file of edits instead of --image/--instruction.")
@@ -70,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

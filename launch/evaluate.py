@@ -10,13 +10,10 @@ Writes WORKDIR/<name>/{rows/, results.json, results.md, examples.png} per evalua
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from regionedit_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/eval_emu.py", "Config file (path[:arg]).", lock_config=True
-)
+_CONFIG = cli.define_config("configs/eval_emu.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (per-row outputs are cached there).", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained checkpoint folder (default: random region).")
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "Score this folder of another system's images instead.")
@@ -45,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

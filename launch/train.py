@@ -8,11 +8,10 @@ Rerunning with the same workdir resumes exactly. Multi-host: set
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from regionedit_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file (path[:arg]).", lock_config=True)
+_CONFIG = cli.define_config("configs/tiny.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and panels go here.", required=True)
 
 
@@ -27,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,6 +1,8 @@
 """How every command ends: a known error is one line on stderr and exit code 2.
 
-``launch/*.py`` wrap their absl ``main`` with ``one_line_errors``. Known errors are the ones
+``launch/*.py`` wrap their absl ``main`` with ``one_line_errors`` and parse their flags with
+``parse_flags`` (``app.run(main, flags_parser=cli.parse_flags)``), so a bad flag or a config
+override that names no key is one line too. Known errors are the ones
 a user can act on: bad values and files (``ValueError``, ``OSError`` and their subclasses,
 such as ``ImageReadError`` or ``TowerFilesError``), a describe server that fails
 (``BackendError``) and a diverged run (``TrainingDiverged``). Anything else keeps its
@@ -51,3 +53,39 @@ def one_line_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], A
             sys.exit(2)
 
     return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every error one line and exit code 2: an unknown or bad flag, a
+    config file that does not load."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, ValueError, OSError) as e:
+        _exit(one_line(e))
+
+
+def define_config(default: str, help_text: str = "Config file (path[:arg]).", name: str = "config"):
+    """``config_flags.DEFINE_config_file`` (locked). It applies ``--config.KEY=...`` overrides as
+    it is defined; one naming no key is one line with the near key ml_collections suggests."""
+    from ml_collections import config_flags
+
+    try:
+        return config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
+    except (AttributeError, KeyError) as e:
+        # ml_collections raises AttributeError(KeyError("'widht'\nDid you mean \"width\" ...?"))
+        inner: BaseException = e
+        while inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        text = " ".join(str(inner.args[0] if inner.args else inner).split())
+        missing = text.split("'")[1] if text.count("'") >= 2 else text
+        hint = text.split("'", 2)[2].strip() if text.count("'") >= 2 else ""
+        overrides = [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith(f"--{name}.")]
+        flag = next((a for a in overrides if missing in a.split(".")[1:]), f"--{name}.*")
+        _exit(f"{flag}: the config has no key {missing!r}. {hint}".strip())
+
+
+def _exit(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
