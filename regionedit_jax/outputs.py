@@ -50,6 +50,21 @@ def save_image(path: str, image, format: str = "PNG") -> None:
     write_file(path, lambda f: picture.save(f, format=format))
 
 
+def check_folder(path: str, what: str) -> None:
+    """Refuses an output folder that cannot be one (an existing file, or a parent that is a file
+    or not writable), before any model loads; ``what`` names it in the message, e.g. "--workdir"."""
+    path = os.path.abspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} exists and is not a folder; name another.")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{what} {path!r}: {existing!r} is a file, so the folder cannot be made.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path!r}: {existing!r} is not writable.")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -107,6 +107,9 @@ CASES = [
     ("train.py", ["--bogus=1"], "Unknown command line flag 'bogus'"),
     ("evaluate.py", ["--config.evals.emu_edit.limt=3"], "the config has no key 'limt'"),
     ("edit.py", ["--config.trian.num_steps=1"], "the config has no key 'trian'. Did you mean \"train\""),
+    ("train.py", ["--workdir={tmp}/file"], "--workdir '{tmp}/file' exists and is not a folder"),
+    ("evaluate.py", ["--workdir={tmp}/file/eval"], "is a file, so the folder cannot be made"),
+    ("prepare_data.py", ["--source=samples", "--out={tmp}/file"], "--out '{tmp}/file' exists and is not a folder"),
     ("prepare_data.py", [], "give --source"),
     ("prepare_data.py", ["--source=jsonl:{tmp}/missing.jsonl"], "not found"),
     ("prepare_data.py", ["--source=bogus:x"], "unknown source spec 'bogus:x'"),
@@ -122,10 +125,13 @@ OUT_FLAG = {"train.py": "--workdir", "prepare_data.py": "--out", "evaluate.py": 
 
 @pytest.mark.parametrize("script, args, message", CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
 def test_bad_input_is_one_line_and_touches_nothing_else(tmp_path, script, args, message):
-    args = [a.format(tmp=tmp_path) for a in args]
+    args, message = [a.format(tmp=tmp_path) for a in args], message.format(tmp=tmp_path)
+    (tmp_path / "file").write_text("a file where a folder is named")
+    if not any(a.startswith(OUT_FLAG[script] + "=") for a in args):
+        args.append(f"{OUT_FLAG[script]}={tmp_path / 'out'}")
     before = set(os.listdir(tmp_path))
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", script), *args, f"{OUT_FLAG[script]}={tmp_path / 'out'}"],
+        [sys.executable, os.path.join(ROOT, "launch", script), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -136,6 +142,7 @@ def test_bad_input_is_one_line_and_touches_nothing_else(tmp_path, script, args, 
     assert len(errors) == 1 and message in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert set(os.listdir(tmp_path)) - before <= {"out"}
+    assert (tmp_path / "file").read_text() == "a file where a folder is named"
 
 
 def test_edit_refuses_a_corrupt_checkpoint_before_any_tower_loads(tmp_path):

@@ -361,6 +361,7 @@ def annotate(settings: Settings, *, workers: int | None = None, progress: bool =
     if settings.records_per_shard < 1:
         raise ValueError("records_per_shard must be at least 1")
     workers = workers or min(8, os.cpu_count() or 1)
+    outputs.check_folder(settings.out, "--out")
     os.makedirs(settings.out, exist_ok=True)
     describer = _make_describer(settings)
     source = sources.open_source(

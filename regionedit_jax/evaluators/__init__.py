@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from regionedit_jax import outputs
 from regionedit_jax.evaluators import report
 from regionedit_jax.evaluators.base import Evaluator, Example, Report
 from regionedit_jax.evaluators.emu_edit import EmuEdit
@@ -81,6 +82,7 @@ def evaluate_config(
     from regionedit_jax.configs import checks as config_checks
 
     config_checks.check(config)
+    outputs.check_folder(workdir, "--workdir")
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit}: must be an integer >= 1 (or left unset for the config's).")
     evaluators = build_all(config.evals)

@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from regionedit_jax import checkpoints as params_io
-from regionedit_jax import generators
+from regionedit_jax import generators, outputs
 from regionedit_jax.configs import checks as config_checks
 from regionedit_jax.data import pipeline
 from regionedit_jax.model import RegionEditModel
@@ -223,6 +223,7 @@ def _periodic_evaluation(config, towers: dict[str, Any], params: Any, say):
 def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = None) -> dict[str, float]:
     """Trains ``config.train.num_steps`` steps in ``workdir``; returns the last logged metrics."""
     config_checks.check(config)
+    outputs.check_folder(workdir, "--workdir")
     if config.train.init_checkpoint:  # missing or corrupt: refused before towers load
         params_io.choose_step(config.train.init_checkpoint)
     workdir = os.path.abspath(workdir)
