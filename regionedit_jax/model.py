@@ -57,6 +57,7 @@ class RegionEditModel:
     generator: generators.Generator
     region: region_lib.RegionPredictor
     projector: region_lib.SemanticProjector
+    pixels: bool = False  # the region predictor also reads each patch's raw pixels
 
     @classmethod
     def from_towers(cls, towers: dict[str, Any], config, *, generator_steps: int | None = None) -> RegionEditModel:
@@ -83,9 +84,15 @@ class RegionEditModel:
             t5=t5,
             generator=generator,
             region=region_lib.RegionPredictor(
-                width=width, num_heads=rc.num_heads, depth=rc.depth, mlp_ratio=rc.mlp_ratio, scales=tuple(rc.scales)
+                width=width,
+                num_heads=rc.num_heads,
+                depth=rc.depth,
+                mlp_ratio=rc.mlp_ratio,
+                scales=tuple(rc.scales),
+                fusion=rc.fusion,
             ),
             projector=region_lib.SemanticProjector(out_dim=clip.dim, num_heads=rc.num_heads),
+            pixels=bool(rc.pixels),
         )
 
     def frozen_params(self) -> dict[str, Any]:
@@ -97,7 +104,7 @@ class RegionEditModel:
         ``boxed=True`` keeps flax's logical-axis metadata for sharding rules.
         """
         grid, d, length = self.clip.grid, self.clip.dim, self.t5.max_length
-        patches = jnp.zeros((1, grid * grid, d))
+        patches = jnp.zeros((1, grid * grid, d + (3 * self.clip.patch_size**2 if self.pixels else 0)))
         text, mask = jnp.zeros((1, length, self.t5.dim)), jnp.ones((1, length), jnp.int32)
         r_rng, p_rng = jax.random.split(rng)
         region_vars = self.region.init(r_rng, patches, text, mask)
@@ -105,22 +112,31 @@ class RegionEditModel:
         params = {"region": region_vars["params"], "projector": self.projector.init(p_rng, fused)["params"]}
         return params if boxed else nn.meta.unbox(params)
 
-    def encode_source(self, frozen, images: jax.Array) -> ImageFeatures:
-        """[B, H, W, 3] -> CLIP CLS [B, d] and patch tokens V [B, N, d] (frozen).
-
-        The whole image is resized (not cropped) to CLIP's square input, so the patch grid
-        covers every pixel of any aspect ratio and maps back onto it.
-        """
+    def clip_input(self, images: jax.Array) -> jax.Array:
+        """[B, H, W, 3] -> CLIP's square input [B, S, S, 3]: the whole image resized (not cropped),
+        so the patch grid covers every pixel of any aspect ratio and maps back onto it."""
         b, h, w, c = images.shape
         size = self.clip.image_size
-        if (h, w) != (size, size):
-            images = jax.image.resize(images, (b, size, size, c), "bicubic", antialias=True).clip(0, 1)
-        return self.clip.encode_image(frozen["clip"], images)
+        if (h, w) == (size, size):
+            return images
+        return jax.image.resize(images, (b, size, size, c), "bicubic", antialias=True).clip(0, 1)
+
+    def encode_source(self, frozen, images: jax.Array) -> ImageFeatures:
+        """[B, H, W, 3] -> CLIP CLS [B, d] and patch tokens V [B, N, d] (frozen)."""
+        return self.clip.encode_image(frozen["clip"], self.clip_input(images))
+
+    def region_inputs(self, patches: jax.Array, images: jax.Array) -> jax.Array:
+        """What the region predictor reads per patch: V [B, N, d], with ``pixels`` also the raw
+        pixels of each patch of CLIP's input, [B, N, d + 3 p^2]."""
+        if not self.pixels:
+            return patches
+        pixels = region_lib.pixel_patches(self.clip_input(images), self.clip.grid)
+        return jnp.concatenate([patches, pixels.astype(patches.dtype)], axis=-1)
 
     def predict_region(
         self, params, frozen, patches: jax.Array, t5_ids: jax.Array, t5_mask: jax.Array
     ) -> region_lib.RegionOutput:
-        """V [B, N, d] + instruction ids/mask [B, L] -> RegionOutput on the patch grid."""
+        """``region_inputs`` [B, N, d(+3p^2)] + instruction ids/mask [B, L] -> RegionOutput on the grid."""
         tokens = self.t5.encode(frozen["t5"], t5_ids, t5_mask)
         return self.region.apply({"params": params["region"]}, patches, tokens, t5_mask)
 
@@ -150,7 +166,7 @@ class RegionEditModel:
         """
         b, h, w, _ = images.shape
         source = self.encode_source(frozen, images)
-        out = self.predict_region(params, frozen, source.patches, t5_ids, t5_mask)
+        out = self.predict_region(params, frozen, self.region_inputs(source.patches, images), t5_ids, t5_mask)
         probs = region_lib.upsample(out.probs, h, w)
         hard = region_lib.hard_mask(probs, threshold)
         if user_mask is not None:

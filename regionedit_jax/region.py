@@ -4,7 +4,12 @@
   H = [LN(x + SelfAttn(x)); LN(x + MLP(x))] ^ depth  Eq.2
   p = sigmoid(sum_s w_s * up(MLP_s(avgpool_s(H))))  Eq.3, multi-scale (DESIGN §1)
 
-V: CLIP patch tokens ``[B, N, d]`` of the source (N = g * g), P: T5 instruction tokens
+With ``fusion="decoder"`` Eq.1-2 become pre-LN decoder blocks over position-embedded patch
+tokens, each with its own cross-attention to the instruction (DESIGN §1, the shapes world):
+  x = Dense(V) + pos;  [x += SelfAttn(LN x); x += CrossAttn(LN x, P'); x += MLP(LN x)] ^ depth;  H = LN(x)
+
+V: CLIP patch tokens ``[B, N, d]`` of the source (N = g * g), optionally with the raw pixels of
+each patch appended (``[B, N, d + 3 p^2]``, see ``pixel_patches``), P: T5 instruction tokens
 ``[B, L, d_t]`` with a padding mask. With ``scales=(1,)`` the head is exactly Eq.3. The
 mixing weights ``w`` are a softmax over scales predicted from the mean of H, so coarse
 scales can take over for large and global edits. Parameters carry logical axis names
@@ -24,6 +29,8 @@ _DENSE_OUT = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp"
 _QKV = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "heads", "kv"))
 _ATTN_OUT = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("heads", "kv", "embed"))
 _NORM = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+_POSITION = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed"))
+FUSIONS = ("paper", "decoder")
 
 
 class RegionOutput(NamedTuple):
@@ -64,6 +71,7 @@ class RegionPredictor(nn.Module):
     depth: int = 1  # Eq.2 self-attention blocks
     mlp_ratio: int = 4
     scales: tuple[int, ...] = (1, 2, 4)  # grid pooling factors; (1,) is the paper's Eq.3
+    fusion: str = "paper"  # "paper": Eq.1 then Eq.2; "decoder": pre-LN self/cross/MLP blocks
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -77,15 +85,30 @@ class RegionPredictor(nn.Module):
             raise ValueError(
                 f"region scales {self.scales} must be non-empty and divide the {grid}x{grid} patch grid; {bad} do not."
             )
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"region fusion {self.fusion!r} is not one of {FUSIONS}.")
         v = nn.Dense(self.width, dtype=self.dtype, kernel_init=_DENSE, name="patch_in")(patches)
         p = nn.Dense(self.width, dtype=self.dtype, kernel_init=_DENSE, name="text_in")(text)
         keys = text_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, L] broadcast over heads and queries
-        x = v + _attention(self.num_heads, self.dtype, "cross_attn")(v, p, mask=keys)
-        x = _norm(self.dtype, "cross_norm")(x)  # F, Eq.1
-        for i in range(self.depth):  # Eq.2
-            x = _norm(self.dtype, f"self_norm_{i}")(x + _attention(self.num_heads, self.dtype, f"self_attn_{i}")(x))
-            mlp = Mlp(self.width * self.mlp_ratio, self.width, self.dtype, name=f"mlp_{i}")
-            x = _norm(self.dtype, f"mlp_norm_{i}")(x + mlp(x))
+        if self.fusion == "paper":
+            x = v + _attention(self.num_heads, self.dtype, "cross_attn")(v, p, mask=keys)
+            x = _norm(self.dtype, "cross_norm")(x)  # F, Eq.1
+            for i in range(self.depth):  # Eq.2
+                attn = _attention(self.num_heads, self.dtype, f"self_attn_{i}")
+                x = _norm(self.dtype, f"self_norm_{i}")(x + attn(x))
+                mlp = Mlp(self.width * self.mlp_ratio, self.width, self.dtype, name=f"mlp_{i}")
+                x = _norm(self.dtype, f"mlp_norm_{i}")(x + mlp(x))
+        else:
+            position = self.param("position", _POSITION, (1, n, self.width))
+            x = v + position.astype(self.dtype)
+            for i in range(self.depth):
+                h = _norm(self.dtype, f"self_norm_{i}")(x)
+                x = x + _attention(self.num_heads, self.dtype, f"self_attn_{i}")(h)
+                h = _norm(self.dtype, f"cross_norm_{i}")(x)
+                x = x + _attention(self.num_heads, self.dtype, f"cross_attn_{i}")(h, p, mask=keys)
+                mlp = Mlp(self.width * self.mlp_ratio, self.width, self.dtype, name=f"mlp_{i}")
+                x = x + mlp(_norm(self.dtype, f"mlp_norm_{i}")(x))
+            x = _norm(self.dtype, "out_norm")(x)
         fused = x.astype(jnp.float32)
 
         grid_features = fused.reshape(b, grid, grid, self.width)
@@ -123,6 +146,15 @@ class SemanticProjector(nn.Module):
         query = jnp.broadcast_to(query[None].astype(self.dtype), (tokens.shape[0], 1, width))
         pooled = _attention(self.num_heads, self.dtype, "pool")(query, _norm(self.dtype, "norm")(tokens))[:, 0]
         return nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=_DENSE, name="proj")(pooled).astype(jnp.float32)
+
+
+def pixel_patches(images: jax.Array, grid: int) -> jax.Array:
+    """[B, S, S, 3] (S = grid * p) -> the raw pixels of each patch, [B, grid * grid, 3 p^2], row-major
+    like CLIP's patch tokens."""
+    b, size, _, c = images.shape
+    p = size // grid
+    x = images.reshape(b, grid, p, grid, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, grid * grid, p * p * c)
 
 
 def upsample(probs: jax.Array, height: int, width: int) -> jax.Array:

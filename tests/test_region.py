@@ -88,3 +88,55 @@ def test_straight_through_forward_is_hard_and_backward_is_soft():
     np.testing.assert_allclose(grad, weights)
     up = region.upsample(probs[None], 6, 4)
     assert up.shape == (1, 6, 4) and float(up.min()) >= 0.2 - 1e-6
+
+
+def test_decoder_fusion_shapes_position_and_padding():
+    model = region.RegionPredictor(width=32, num_heads=4, depth=2, scales=(1,), fusion="decoder")
+    variables = nn.meta.unbox(model.init(jax.random.key(0), *_inputs()))
+    params = variables["params"]
+    assert params["position"].shape == (1, 64, 32)
+    assert {"cross_attn_0", "cross_attn_1", "out_norm"} <= set(params) and "cross_attn" not in params
+    patches, text, mask = _inputs()
+    out = model.apply(variables, patches, text, mask)
+    assert out.logits.shape == (2, 8, 8) and out.fused.shape == (2, 64, 32)
+    noisy = text.at[:, 5:].set(100.0)  # padding only
+    np.testing.assert_allclose(model.apply(variables, patches, noisy, mask).logits, out.logits, atol=1e-5)
+    # The position embedding makes identical patches at different places differ.
+    same = jnp.broadcast_to(patches[:, :1], patches.shape)
+    logits = model.apply(variables, same, text, mask).logits
+    assert float(jnp.std(logits[0])) > 1e-3
+
+
+def test_unknown_fusion_is_refused():
+    model = region.RegionPredictor(width=32, num_heads=4, fusion="film")
+    with pytest.raises(ValueError, match="region fusion 'film' is not one of"):
+        model.init(jax.random.key(0), *_inputs())
+
+
+def test_pixel_patches_follow_the_patch_grid_row_major():
+    images = jax.random.uniform(jax.random.key(3), (2, 12, 12, 3))
+    got = np.asarray(region.pixel_patches(images, grid=3))
+    assert got.shape == (2, 9, 48)
+    reference = np.asarray(images)
+    for row in range(3):
+        for col in range(3):
+            block = reference[:, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4, :].reshape(2, -1)
+            np.testing.assert_array_equal(got[:, 3 * row + col], block)
+
+
+def test_model_with_pixels_feeds_each_patch_its_pixels(tiny_config, clip_tower, t5_tower, sd_tower):
+    import ml_collections
+
+    from regionedit_jax.model import RegionEditModel
+
+    config = ml_collections.ConfigDict(tiny_config.to_dict())
+    config.region.update(fusion="decoder", pixels=True, depth=1)
+    towers = {"clip": clip_tower, "t5": t5_tower, "sd_inpaint": sd_tower}
+    model = RegionEditModel.from_towers(towers, config)
+    params = model.init(jax.random.key(0))
+    p = clip_tower.patch_size
+    assert params["region"]["patch_in"]["kernel"].shape[0] == clip_tower.dim + 3 * p * p
+    images = jax.random.uniform(jax.random.key(1), (1, 64, 48, 3))
+    inputs = model.region_inputs(jnp.zeros((1, clip_tower.grid**2, clip_tower.dim)), images)
+    square = np.asarray(model.clip_input(images))
+    np.testing.assert_allclose(np.asarray(inputs[0, 1, clip_tower.dim :]), square[0, :p, p : 2 * p].reshape(-1))

@@ -96,3 +96,6 @@ def check(config) -> None:
         raise ValueError(
             f"region.scales={tuple(scales)!r}: must be a non-empty tuple of integers >= 1, e.g. (1, 2, 4)."
         )
+    present, fusion = _lookup(config, "region.fusion")
+    if present and fusion not in ("paper", "decoder"):
+        raise ValueError(f"region.fusion={fusion!r}: must be 'paper' (Eq.1-2) or 'decoder'.")

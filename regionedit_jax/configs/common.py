@@ -76,7 +76,7 @@ def base() -> ml_collections.ConfigDict:
     c.edit = ml_collections.ConfigDict(dict(max_side=512))
     # Region predictor (Eq.1-3) and semantic projector f; width 0 = CLIP's embedding size.
     c.region = ml_collections.ConfigDict(
-        dict(width=0, num_heads=8, depth=1, mlp_ratio=4, scales=(1, 2, 4), threshold=0.5)
+        dict(width=0, num_heads=8, depth=1, mlp_ratio=4, scales=(1, 2, 4), threshold=0.5, fusion="paper", pixels=False)
     )
     # The frozen region-conditioned generator (regionedit_jax/generators), shared by training
     # and editing; options of the named generator sit under its name. Training runs it with

@@ -35,6 +35,9 @@ def get_config(arg: str | None = None):
         image_size=64,
         grid=3,
         max_objects=4,
+        fusion="paper",
+        pixels=False,
+        depth=1,
     )
     config = common.base()
     config.seed = args.seed
@@ -59,7 +62,9 @@ def get_config(arg: str | None = None):
             f"config argument scales={args.scales!r}: give pooling factors joined by '-', "
             "e.g. scales=1-2-4 or scales=1."
         ) from None
-    config.region.update(num_heads=4, scales=scales, threshold=args.threshold)
+    config.region.update(
+        num_heads=4, scales=scales, threshold=args.threshold, fusion=args.fusion, pixels=args.pixels, depth=args.depth
+    )
     config.describe.captioner = "none"  # the world's captions come with its edits
     config.global_batch_size = args.batch
     config.data.path = f"{root}/data"
