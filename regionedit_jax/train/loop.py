@@ -231,9 +231,6 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     tc = config.train
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
-    towers = towers or load_towers(config)
-    dataset = make_training_dataset(config, towers)
-    data = iter(dataset)
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     manager = params_io.manager(checkpoint_dir, tc.keep_checkpoints, create=True)
     trained = manager.latest_step() or 0
@@ -244,6 +241,14 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
         )
         manager.close()
         return {}
+    try:
+        resume.check_config(manager, workdir, config)  # a changed config is refused before towers load
+    except ValueError:
+        manager.close()
+        raise
+    towers = towers or load_towers(config)
+    dataset = make_training_dataset(config, towers)
+    data = iter(dataset)
     first = next(iter(dataset))  # shapes for compiling; the training iterator is untouched
     trainer = Trainer.build(config, first, towers)
     say(

@@ -62,6 +62,19 @@ def check_same_training(stored_config: dict[str, Any], config, stored_shapes, wa
         )
 
 
+def check_config(manager: ocp.CheckpointManager, workdir: str, config) -> None:
+    """The region and optimizer sections against the newest step whose config can be read, before
+    anything compiles; ValueError says what differs."""
+    directory = os.path.join(workdir, "checkpoints")
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            stored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+        except Exception:  # unreadable: restore_newest_intact reports and sets it aside
+            continue
+        check_same_training(stored, config, {}, {}, params_io.step_folder(directory, step))
+        return
+
+
 def _set_aside(workdir: str, step: int) -> str:
     """Moves step ``step`` of workdir/checkpoints to workdir/corrupt_checkpoints/<step>[.n]."""
     aside = os.path.join(workdir, "corrupt_checkpoints", str(step))
