@@ -33,7 +33,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Images per compiled call in
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
-    from regionedit_jax import edit_cli
+    from regionedit_jax import edit_cli, outputs
     from regionedit_jax.editor import Editor
 
     settings = dict(
@@ -60,6 +60,7 @@ def main(argv):
         raise ValueError("give --image and --instruction, or --batch FILE.jsonl.")
     if not rows:
         raise ValueError("no row of the batch can be edited: " + edit_cli.listed(bad))
+    outputs.check_folder(_OUT.value, "--out")
     editor = Editor.from_config(_CONFIG.value, checkpoint=_CHECKPOINT.value)
     entries = edit_cli.run(editor, rows, _OUT.value, bad=bad, **settings)
     summary = edit_cli.failure_summary(entries, _OUT.value)

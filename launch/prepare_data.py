@@ -54,8 +54,16 @@ def main(argv):
         limit=_LIMIT.value,
         source_options={k: v for k, v in options.items() if v is not None},
     )
+    if _WORKERS.value is not None and _WORKERS.value < 1:
+        raise ValueError(f"--workers {_WORKERS.value}: must be an integer >= 1, or unset.")
     manifest = annotate.annotate(settings, workers=_WORKERS.value, progress=_PROGRESS.value)
     totals, run = manifest["totals"], manifest["run"]
+    if totals["records"] == 0:
+        raise ValueError(
+            f"no records were written: {totals['inputs']} input pairs, rejected as {totals['rejects'] or 'nothing'}"
+            f" (see {settings.out}/manifest-{settings.shard_index:05d}.json). Check --source"
+            f"{', --image_field' if _IMAGE_FIELD.value else ''} and the pairs themselves."
+        )
     print(
         f"process {settings.shard_index}: {totals['records']} records, {totals['rejected']} "
         f"rejected {totals['rejects']}; this run {run['pairs']} pairs in {run['seconds']} s"

@@ -129,6 +129,8 @@ def choose_step(directory: str, step: int | None = None) -> int:
     sealed with it. Cheap (no arrays are read): for checking before towers load."""
     directory, named = split_step(directory)
     step = named if step is None else step
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"checkpoint {directory!r} is a file; pass a training workdir's checkpoints/ folder.")
     if not os.path.isdir(directory):
         raise FileNotFoundError(
             f"checkpoint folder {directory!r} does not exist; pass a training "
@@ -174,5 +176,14 @@ def restore_params(directory: str, target: Any, step: int | None = None) -> tupl
                 "with another config.region or other towers?"
             )
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        restored = checkpoints.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract)}))
+        try:
+            restored = checkpoints.restore(
+                step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(abstract)})
+            )
+        except Exception as err:  # orbax/tensorstore errors of damaged files have many types
+            raise ValueError(
+                f"checkpoint {step_folder(directory, step)} cannot be read ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:200]}); its files are damaged"
+                f"{'' if verify(directory, step) is not None else ' (it has no checksum seal to say which)'}."
+            ) from None
     return restored[PARAMS], step

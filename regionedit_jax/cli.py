@@ -31,8 +31,16 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (its class name when it has none)."""
-    text = " ".join(str(error).split())
+    """The error's message on one line (its class name when it has none). A message that embeds
+    a traceback (config_flags wraps a config file's error so) keeps its words before the
+    traceback and the traceback's last line, the error itself."""
+    text = str(error)
+    if "Traceback (most recent call last)" in text:
+        head, _, trace = text.partition("Traceback (most recent call last)")
+        last = [line for line in trace.splitlines() if line.strip()][-1:]
+        head = head.rstrip().rstrip(":").rstrip()
+        text = f"{head}: {last[0].strip() if last else ''}"
+    text = " ".join(text.split())
     return text or type(error).__name__
 
 

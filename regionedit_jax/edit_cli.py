@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ def write_result(out_dir: str, source: np.ndarray, result, settings: dict[str, A
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".partial-", dir=parent if fresh else out_dir)
+    outputs.make_readable(staging)  # mkdtemp makes 0700 folders
     try:
         _write_files(staging, source, result, settings)
         if fresh:
@@ -143,6 +145,9 @@ def read_source(ref: str) -> np.ndarray:
     return image_ops.decode(ref)
 
 
+MAX_INSTRUCTION_CHARS = 300  # what the rules describer accepts (describe/rules.py)
+
+
 def row_problem(row: dict[str, Any]) -> str | None:
     """Why ``row`` cannot be edited (checked before any model loads), or None."""
     reason = _field_problem(row)
@@ -150,6 +155,13 @@ def row_problem(row: dict[str, Any]) -> str | None:
         return reason
     if not row["instruction"].strip():
         return "the instruction is empty; say what to change, e.g. 'make the car red'."
+    if len(row["instruction"]) > MAX_INSTRUCTION_CHARS:
+        return f"the instruction has {len(row['instruction'])} characters; at most {MAX_INSTRUCTION_CHARS}."
+    for key in ("instruction", "source_caption", "target_caption"):
+        if key in row and not row[key].strip():
+            return f"the {key.replace('_', ' ')} is empty; leave it out to have it described."
+        if key in row and any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in row[key]):
+            return f"the {key.replace('_', ' ')} holds control characters; remove them."
     shapes = {}
     for key in ("image", "mask"):
         if key in row:

@@ -111,6 +111,8 @@ def open_image(source, max_pixels: int = MAX_PIXELS):
                 raise ImageReadError("the image data is empty (0 bytes).", "empty")
             stream, name = io.BytesIO(bytes(source)), "the image"
         elif isinstance(source, str | os.PathLike):
+            if os.path.isdir(source):
+                raise ImageReadError(f"image {str(source)!r} is a folder, not an image file.", "missing")
             if not os.path.isfile(source):
                 raise ImageReadError(f"image {str(source)!r} does not exist.", "missing")
             stream, name = source, f"image {str(source)!r}"

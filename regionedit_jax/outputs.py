@@ -65,6 +65,11 @@ def check_folder(path: str, what: str) -> None:
         raise ValueError(f"{what} {path!r}: {existing!r} is not writable.")
 
 
+def make_readable(folder: str) -> None:
+    """A folder made by ``tempfile.mkdtemp`` (mode 0700) gets the usual mode (0777 less the umask)."""
+    os.chmod(folder, 0o777 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

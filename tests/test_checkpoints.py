@@ -84,3 +84,17 @@ def test_choose_step_names_missing_folders_and_steps(folder, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"has steps \[1, 2\], not 5"):
         checkpoints.choose_step(folder, 5)
     assert checkpoints.choose_step(folder) == 2
+
+
+def test_an_unsealed_damaged_step_is_one_clear_error(folder):
+    os.remove(os.path.join(folder, "2", checkpoints.MANIFEST))
+    biggest = data_files(os.path.join(folder, "2"))[-1]
+    open(biggest, "wb").write(open(biggest, "rb").read()[:20])
+    with pytest.raises(ValueError, match=r"checkpoints/2 cannot be read \(.*\); its files are damaged \(it has no"):
+        checkpoints.restore_params(folder, tree())
+
+
+def test_a_file_named_as_the_checkpoint_folder(tmp_path):
+    (tmp_path / "ckpt").write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file; pass a training workdir's checkpoints/ folder"):
+        checkpoints.choose_step(str(tmp_path / "ckpt"))

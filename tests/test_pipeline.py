@@ -4,6 +4,7 @@ import io
 import json
 import os
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -265,3 +266,27 @@ def test_to_global(data_dir, tokenizers, axes):
         np.testing.assert_array_equal(np.asarray(v), batch[k])
     assert len(arrays["image"].addressable_shards) == 8
     assert arrays["image"].addressable_shards[0].data.shape == (1, SIZE, SIZE, 3)
+
+
+def test_a_damaged_record_is_skipped_and_a_truncated_shard_named(data_dir, tokenizers, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(data_dir, damaged)
+    shard = records.shard_name(str(damaged), "t", 1, 2)
+    data = bytearray(open(shard, "rb").read())
+    first = records.decode(grain.sources.ArrayRecordDataSource([shard])[0])
+    at = bytes(data).find(first.image[100:140])  # inside the first record's chunk (stored uncompressed)
+    assert at > 0
+    data[at : at + 40] = bytes(b ^ 0x5A for b in data[at : at + 40])
+    open(shard, "wb").write(data)
+    records.check_shards(str(damaged))  # the shard's index is intact: it opens
+    batches, skipped = _epoch(str(damaged), tokenizers)
+    assert skipped["bad_record"] == EXPECTED_SKIPS["bad_record"] + 1
+    assert sum(int(b["valid"].sum()) for b in batches) == GOOD + len(_mode_images()) - 1
+
+    cut = records.shard_name(str(damaged), "t", 0, 2)
+    whole = open(cut, "rb").read()
+    open(cut, "wb").write(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"shard '.*t-00000-of-00002.*' is damaged .* Delete it and rerun"):
+        records.check_shards(str(damaged))

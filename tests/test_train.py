@@ -382,7 +382,14 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
 # --------------------------------------------------------------------------- 5. SIGTERM
 
 
-def test_sigterm_saves_exits_zero_and_the_rerun_continues(tiny_bundle, records, compile_cache, uninterrupted, tmp_path):
+@pytest.mark.parametrize(
+    "signum, code, said",
+    [(signal.SIGTERM, 0, "SIGTERM: saved step"), (signal.SIGINT, 130, "Ctrl-C: saved step")],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_signal_saves_and_the_rerun_continues(
+    tiny_bundle, records, compile_cache, uninterrupted, tmp_path, signum, code, said
+):
     workdir = tmp_path / "w"
     args = [
         f"--config=configs/tiny.py:bundle={tiny_bundle},data={records}",
@@ -412,16 +419,16 @@ def test_sigterm_saves_exits_zero_and_the_rerun_continues(tiny_bundle, records, 
         try:
             for line in proc.stdout:
                 lines.append(line)
-                if line.startswith("step 1/"):  # the loop runs and SIGTERM is handled
-                    proc.send_signal(signal.SIGTERM)
-            code = proc.wait()
+                if line.startswith("step 1/"):  # the loop runs and the signal is handled
+                    proc.send_signal(signum)
+            exit_code = proc.wait()
         finally:
             watchdog.cancel()
             proc.kill()
     out = "".join(lines)
-    print(f"\npreempted run: exit {code} after {time.perf_counter() - start:.1f} s\n{out}")
-    assert code == 0, (tmp_path / "stderr1").read_text()[-3000:]
-    saved = re.search(r"SIGTERM: saved step (\d+); exiting", out)
+    print(f"\npreempted run: exit {exit_code} after {time.perf_counter() - start:.1f} s\n{out}")
+    assert exit_code == code, (tmp_path / "stderr1").read_text()[-3000:]
+    saved = re.search(re.escape(said) + r" (\d+)", out)
     assert saved, out
     at = int(saved.group(1))
     assert 1 <= at < RESUME_STEPS

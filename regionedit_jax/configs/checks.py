@@ -19,9 +19,10 @@ _FINITE_POSITIVE = (lambda v: _is_number(v) and math.isfinite(v) and v > 0, "a f
 _OPEN_UNIT = (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1")
 _UNIT = (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 _BETA = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+_SEED = (lambda v: _is_int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)")
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": _INT_NONNEGATIVE,
+    "seed": _SEED,
     "image_size": _INT_POSITIVE,
     "global_batch_size": _INT_POSITIVE,
     "edit.max_side": _INT_POSITIVE,

@@ -69,6 +69,23 @@ class Settings:
     quality: int = 95
     source_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        def integer(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        checks = [
+            ("records_per_shard", integer(self.records_per_shard) and self.records_per_shard >= 1, "an integer >= 1"),
+            ("max_side", integer(self.max_side) and self.max_side >= 8, "an integer >= 8"),
+            ("min_side", integer(self.min_side) and 1 <= self.min_side <= self.max_side, "an integer in [1, max_side]"),
+            ("max_aspect", isinstance(self.max_aspect, int | float) and 1 <= self.max_aspect < 1e6, "a number >= 1"),
+            ("seed", integer(self.seed) and 0 <= self.seed < 2**31, "an integer in [0, 2**31)"),
+            ("limit", self.limit is None or (integer(self.limit) and self.limit >= 1), "an integer >= 1, or unset"),
+            ("quality", integer(self.quality) and 1 <= self.quality <= 100, "an integer in [1, 100]"),
+        ]
+        for name, ok, accepted in checks:
+            if not ok:
+                raise ValueError(f"--{name} {getattr(self, name)!r}: must be {accepted}.")
+
     def output_key(self) -> dict[str, Any]:
         """The settings a rerun must share to resume into the same folder."""
         skip = {"out", "shard_index"}

@@ -143,6 +143,23 @@ class _Skip(NamedTuple):
     message: str
 
 
+class _TolerantSource:
+    """A record source whose damaged records (a chunk failing its hash) read as empty bytes, which
+    ``_Prepare`` skips as ``bad_record``: one bad record never ends a run."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> bytes:
+        try:
+            return self._source[index]
+        except RuntimeError:  # riegeli: "Corrupted Riegeli/records file: chunk data hash mismatch"
+            return b""
+
+
 class _Prepare(grain.transforms.Map):
     """Serialized record -> {"image": [S, S, 3] uint8, "caption", "target", "instruction": str} or _Skip."""
 
@@ -194,6 +211,7 @@ class _BatchIterator(grain.DatasetIterator):
         super().__init__(parent)
         self._batch_size, self._drop_remainder = batch_size, drop_remainder
         self._clip, self._t5, self._prompt = clip, t5, prompt
+        self._empty: dict[str, np.ndarray] | None = None  # an all-padding batch, once shapes are known
 
     def __next__(self) -> dict[str, np.ndarray]:
         examples, tally = [], np.zeros(len(REASONS), np.int64)
@@ -203,6 +221,8 @@ class _BatchIterator(grain.DatasetIterator):
             except StopIteration:
                 if examples and not self._drop_remainder:
                     break
+                if tally.any() and not self._drop_remainder and self._empty is not None:
+                    return {**self._empty, _SKIPPED: tally}  # the last skips still reach the counts
                 raise
             if isinstance(item, _Skip):
                 tally[REASONS.index(item.reason)] += 1
@@ -228,6 +248,7 @@ class _BatchIterator(grain.DatasetIterator):
         if self._prompt is not None:
             batch["prompt_ids"] = np.asarray(self._prompt([e["target"] for e in examples]), np.int32)
         batch = {k: _pad_rows(v, self._batch_size) for k, v in batch.items()}
+        self._empty = {k: np.zeros_like(v) for k, v in batch.items()}  # "valid" all False
         batch[_SKIPPED] = tally
         return batch
 
@@ -350,7 +371,7 @@ def make_dataset(
     if not paths:
         raise FileNotFoundError("no shard paths given")
 
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
+    ds = grain.MapDataset.source(_TolerantSource(grain.sources.ArrayRecordDataSource(paths)))
     ds = ds[process_index::process_count]
     if shuffle:
         ds = ds.shuffle(seed=seed)

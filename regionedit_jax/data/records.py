@@ -111,6 +111,23 @@ def shard_paths(data_dir: str) -> list[str]:
     return paths
 
 
+def check_shards(data_dir: str) -> list[str]:
+    """``shard_paths``, each opened (its index read, not its records): a damaged or truncated shard
+    is named before any model loads."""
+    import grain
+
+    paths = shard_paths(data_dir)
+    for path in paths:
+        try:
+            grain.sources.ArrayRecordDataSource([path])
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ValueError(
+                f"shard {path!r} is damaged ({' '.join(str(err).split())[:160]}). Delete it and rerun "
+                "launch/prepare_data.py with the same flags: it rewrites only the missing shards."
+            ) from None
+    return paths
+
+
 class ShardWriter:
     """Writes records to one ArrayRecord shard; the file appears under its name only on close."""
 

@@ -27,6 +27,7 @@ as pairs with `error` set ("<code>: <detail>"), never raised, so an annotator ca
 from __future__ import annotations
 
 import abc
+import codecs
 import glob
 import io
 import json
@@ -149,7 +150,8 @@ class JsonlSource(IndexedSource):
             raise FileNotFoundError(f"JSONL manifest not found: {self.path}")
         self.image_field, self.caption_field = image_field, caption_field
         # Bytes per line: one line that is not UTF-8 rejects that row, not the manifest.
-        self._lines = [(n, line) for n, line in enumerate(self.path.read_bytes().splitlines(), 1) if line.strip()]
+        raw = self.path.read_bytes().removeprefix(codecs.BOM_UTF8)  # editors on Windows write a BOM
+        self._lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
 
     def _count(self) -> int:
         return len(self._lines)

@@ -94,6 +94,11 @@ def evaluate_config(
     for evaluator in evaluators.values():
         evaluator.check_inputs()  # a missing dataset fails here, before any tower loads
     editor = None
+    if predictions is None:
+        from regionedit_jax import generators
+        from regionedit_jax.towers import bundle
+
+        bundle.check_paths(config.towers, ("clip", "t5") + generators.towers_for(config.generator))
     if config.towers.bundle:  # the metric towers may come from the tiny bundle: make sure it exists
         from regionedit_jax.towers import tiny
 

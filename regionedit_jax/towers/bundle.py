@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import jax.numpy as jnp
+
+from regionedit_jax.towers import files
 
 NAMES = ("clip", "t5", "sd_inpaint", "dino")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -16,6 +19,17 @@ def dtype_of(name: str) -> Any:
     if name not in _DTYPES:
         raise ValueError(f"tower dtype must be one of {sorted(_DTYPES)}; got {name!r}.")
     return _DTYPES[name]
+
+
+def check_paths(towers_config, names: tuple[str, ...] = NAMES) -> None:
+    """A tower path outside the bundle that is neither a folder nor a hub id is refused by name
+    (before a bundle is written or anything loads)."""
+    for name in names:
+        path = os.path.expanduser(str(towers_config[name]["path"]))
+        if "{bundle}" not in path and not os.path.isdir(path) and not files.looks_like_hub_id(path):
+            raise files.TowerFilesError(
+                f"config.towers.{name}.path: folder {path!r} does not exist. {files.HOW_TO_GET}"
+            )
 
 
 def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[str, Any]:
@@ -34,6 +48,7 @@ def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[s
     if unknown:
         raise ValueError(f"unknown towers {unknown}; expected some of {list(NAMES)}.")
     bundle = towers_config.get("bundle", "")
+    check_paths(towers_config, names)
     if bundle:
         from regionedit_jax.towers import tiny
 

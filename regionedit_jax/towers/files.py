@@ -26,6 +26,11 @@ class TowerFilesError(FileNotFoundError):
     """A tower's folder, config or weights are missing or hold another model."""
 
 
+def looks_like_hub_id(path: str) -> bool:
+    """``owner/name``, not a relative or absolute path."""
+    return path.count("/") == 1 and not path.startswith((".", "/", "~"))
+
+
 def resolve(name_or_path: str | os.PathLike, what: str) -> str:
     """Returns a local folder for a folder path or a hub id.
 
@@ -36,8 +41,7 @@ def resolve(name_or_path: str | os.PathLike, what: str) -> str:
     path = os.path.expanduser(os.fspath(name_or_path))
     if os.path.isdir(path):
         return path
-    looks_like_hub_id = path.count("/") == 1 and not path.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
+    if not looks_like_hub_id(path):
         raise TowerFilesError(f"{what}: folder {path!r} does not exist. {HOW_TO_GET}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
+from regionedit_jax import outputs
 from regionedit_jax.towers import convert
 
 FORMAT = 1  # bump when the bundle's contents change (the torch reference fixture records it)
@@ -443,6 +444,7 @@ def write_bundle(out: str, seed: int = 0, force: bool = False) -> str:
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tiny-", dir=parent)
+    outputs.make_readable(tmp)
     try:
         for name, write in WRITERS.items():
             write(os.path.join(tmp, name), seed + hash_name(name))

@@ -6,7 +6,8 @@ train/resume.py: corrupt steps are set aside, a changed config is refused), else
 (``workdir/checkpoints/<step>/``) hold the train state, the trainable ``params`` (what the
 Editor reads), every process's data-iterator position and the config; the last
 ``keep_checkpoints`` are kept. SIGTERM (cluster preemption) reaching any host makes every
-host save the same step and exit (the flag is agreed by all processes each step). Loss and
+host save the same step and exit 0 (the flag is agreed by all processes each step); a Ctrl-C
+does the same and exits 130, a second Ctrl-C at once. Loss and
 gradient norm are checked for NaN/inf at every log step and before every save: a bad value
 stops the run with a clear message and the last good checkpoint stays.
 """
@@ -31,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 from regionedit_jax import checkpoints as params_io
 from regionedit_jax import generators, outputs
 from regionedit_jax.configs import checks as config_checks
-from regionedit_jax.data import pipeline
+from regionedit_jax.data import pipeline, records
 from regionedit_jax.model import RegionEditModel
 from regionedit_jax.towers import bundle
 from regionedit_jax.train import mesh as mesh_lib
@@ -81,25 +82,30 @@ def _any_process(flag: bool) -> bool:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
+    """Turns SIGTERM and the first Ctrl-C (SIGINT) into a flag the loop checks after each step:
+    the step is saved, then the run stops. A second Ctrl-C interrupts at once."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.interrupted = False  # the request was a Ctrl-C
+        self._previous = {}
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
         except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
+        if signum == signal.SIGINT:
+            self.interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 @dataclasses.dataclass
@@ -224,6 +230,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     """Trains ``config.train.num_steps`` steps in ``workdir``; returns the last logged metrics."""
     config_checks.check(config)
     outputs.check_folder(workdir, "--workdir")
+    records.check_shards(config.data.path)  # missing or damaged shards: refused before towers load
     if config.train.init_checkpoint:  # missing or corrupt: refused before towers load
         params_io.choose_step(config.train.init_checkpoint)
     workdir = os.path.abspath(workdir)
@@ -294,6 +301,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
             ),
         )
 
+    interrupted = False
     with _Preemption() as preemption:
         try:
             while step < tc.num_steps:
@@ -330,6 +338,10 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
                     save(step, metrics)
                 if evaluate and tc.eval_every and (step % tc.eval_every == 0 or done):
                     writer.scalars(step, evaluate(trainer.state.params))
+                if preempted and preemption.interrupted:
+                    say(f"Ctrl-C: saved step {step}; run the same command again to resume.")
+                    interrupted = True
+                    break
                 if preempted:
                     say(f"SIGTERM: saved step {step}; exiting so the job can be rescheduled.")
                     break
@@ -337,4 +349,6 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
             seal_saved()
             manager.close()
             writer.close()
+    if interrupted:
+        raise KeyboardInterrupt  # after the save: the command exits 130
     return last

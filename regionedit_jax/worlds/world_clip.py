@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from regionedit_jax import outputs
 from regionedit_jax.towers import clip, text, tiny
 from regionedit_jax.worlds import edits, render, scenes
 
@@ -326,6 +327,7 @@ def train(
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".world-clip-", dir=parent)
+    outputs.make_readable(tmp)
     try:
         start = time.perf_counter()
         tiny.write_clip(tmp, seed, sizes.config(world_cfg.image_size))
