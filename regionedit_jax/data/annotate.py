@@ -291,7 +291,13 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 def _make_describer(settings: Settings) -> describe.Describer:
     spec = settings.describe.strip()
-    config = json.loads(spec) if spec.startswith("{") else spec
+    try:
+        config = json.loads(spec) if spec.startswith("{") else spec
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"--describe {spec!r} is not a JSON object ({err.msg} at character {err.pos}); give a backend "
+            'name such as rules, or e.g. {"backend": "openai", "base_url": "...", "model": "..."}.'
+        ) from None
     return describe.make(config, seed=settings.seed)
 
 
