@@ -1,5 +1,6 @@
 """The world CLIP: trains on the shapes world, saves the Hugging Face layout, scores zero-shot."""
 
+import dataclasses
 import json
 import os
 
@@ -95,6 +96,12 @@ def test_variants_differ_in_exactly_one_attribute():
     moved = world_clip.variants(scene, "position", cfg, index=0)
     assert sorted(o.cell for v in moved for o in v.objects if o.shape == "circle") == [1, 2]
     assert len(world_clip.variants(scene, "lighting", cfg)) == len(cfg.lightings) - 1
+    removed = world_clip.variants(scene, "presence", cfg, index=0)
+    assert removed == [dataclasses.replace(scene, objects=scene.objects[1:])]  # max_objects 2: nothing to add
+    one = dataclasses.replace(scene, objects=scene.objects[:1])
+    added = world_clip.variants(one, "presence", cfg, index=0)  # a lone object is never removed
+    assert len(added) == 3 * len(cfg.colours) and all(len(v.objects) == 2 for v in added)
+    assert {v.objects[1].cell for v in added} == {1, 2, 3}
     negative = world_clip.hard_negative(np.random.default_rng(0), scene, cfg)
     assert negative != scene and scenes.caption(negative, cfg) != scenes.caption(scene, cfg)
 
@@ -105,8 +112,9 @@ def test_pairs_differ_in_one_attribute_and_duplicates_are_not_negatives():
     decoded = [scenes.decode(t, cfg) for t in batch.tokens]
     for a, b in zip(decoded[::2], decoded[1::2], strict=True):
         changed = [f for f in world_clip.SCENE_ATTRIBUTES if getattr(a, f) != getattr(b, f)]
-        changed += [i for i, (x, y) in enumerate(zip(a.objects, b.objects, strict=True)) if x != y]
-        assert len(changed) == 1 and len(a.objects) == len(b.objects)
+        only_a, only_b = set(a.objects) - set(b.objects), set(b.objects) - set(a.objects)
+        # one object changed in place, or one added or removed (presence)
+        assert len(changed) + max(len(only_a), len(only_b)) == 1, (a, b)
     texts = ["a", "b", "a", "c", "b"]
     same = world_clip.same_text(texts, 3)
     np.testing.assert_array_equal(same, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]])
@@ -157,3 +165,16 @@ def test_cli_trains_prints_the_table_and_rewrites_its_own_folder(tmp_path, capsy
     manifest = json.load(open(os.path.join(out, world_clip.MANIFEST)))
     assert manifest["steps"] == 0 and manifest["probe_loss_after"] == manifest["probe_loss_before"]
     assert clip.load(out).grid == 4
+
+
+def test_presence_pairs_only_when_the_recipe_asks():
+    cfg = scenes.WorldConfig()
+
+    def counts(recipe):
+        batch = world_clip.sample_batch(np.random.default_rng(1), cfg, 64, pairs=True, attributes=recipe.attributes())
+        decoded = [scenes.decode(t, cfg) for t in batch.tokens]
+        return [len(a.objects) != len(b.objects) for a, b in zip(decoded[::2], decoded[1::2], strict=True)]
+
+    assert "presence" not in world_clip.Recipe().attributes()
+    assert not any(counts(world_clip.Recipe()))
+    assert any(counts(world_clip.Recipe(presence=True)))

@@ -46,7 +46,7 @@ from regionedit_jax.worlds import edits, render, scenes
 FORMAT = 1
 MANIFEST = "world_clip.json"
 STEPS, BATCH_SIZE = 1200, 16  # about 3 minutes on 2 CPU cores with the default sizes
-OBJECT_ATTRIBUTES = ("shape", "colour", "size", "pattern", "position")
+OBJECT_ATTRIBUTES = ("shape", "colour", "size", "pattern", "position", "presence")
 SCENE_ATTRIBUTES = ("background", "texture", "lighting", "style")
 ATTRIBUTES = OBJECT_ATTRIBUTES + SCENE_ATTRIBUTES
 PATCH_ATTRIBUTES = ("shape", "colour", "size", "pattern")  # scored on an object's patch tokens too
@@ -99,6 +99,11 @@ class Recipe:
     pairs: bool = True  # every other scene is a one-attribute change of the one before it
     noise: float = 0.02  # std of the pixel noise of the training renders
     jitter: float = 0.03  # std of their colour jitter
+    presence: bool = False  # pairs and negatives also add or remove an object (see variants)
+
+    def attributes(self) -> tuple[str, ...]:
+        """What a pair or a hard negative may change."""
+        return tuple(a for a in ATTRIBUTES if self.presence or a != "presence")
 
 
 # ------------------------------------------------------------------------ scenes and captions
@@ -108,7 +113,8 @@ def variants(scene: scenes.Scene, attribute: str, cfg: scenes.WorldConfig, index
     """Every scene that differs from ``scene`` only in ``attribute``'s value (itself excluded).
 
     Object attributes change object ``index`` (in the scene's order); ``position`` moves it to
-    any free cell.
+    any free cell; ``presence`` removes it (when another object stays) or adds a copy of it, in
+    any colour, in any free cell (the add and remove edits, as pairs the CLIP must tell apart).
     """
     if attribute in SCENE_ATTRIBUTES:
         names = {
@@ -121,6 +127,16 @@ def variants(scene: scenes.Scene, attribute: str, cfg: scenes.WorldConfig, index
     if attribute not in OBJECT_ATTRIBUTES:
         raise ValueError(f"unknown attribute {attribute!r}; expected one of {ATTRIBUTES}")
     obj = scene.objects[index]
+    if attribute == "presence":
+        out = []
+        if len(scene.objects) > 1:
+            out.append(dataclasses.replace(scene, objects=scene.objects[:index] + scene.objects[index + 1 :]))
+        if len(scene.objects) < cfg.max_objects:
+            for cell in scene.free_cells(cfg):
+                for colour in cfg.colour_names:
+                    added = dataclasses.replace(obj, cell=cell, colour=colour)
+                    out.append(dataclasses.replace(scene, objects=scene.objects + (added,)))
+        return out
     if attribute == "position":
         field, values = "cell", scene.free_cells(cfg)
     else:
@@ -138,12 +154,16 @@ def variants(scene: scenes.Scene, attribute: str, cfg: scenes.WorldConfig, index
 
 
 def hard_negative(
-    rng: np.random.Generator, scene: scenes.Scene, cfg: scenes.WorldConfig, split: str = "train"
+    rng: np.random.Generator,
+    scene: scenes.Scene,
+    cfg: scenes.WorldConfig,
+    split: str = "train",
+    attributes: Sequence[str] = ATTRIBUTES,
 ) -> scenes.Scene:
-    """A random scene of ``split`` that differs from ``scene`` in one attribute of it or of one
-    object (so training never sees a test scene, not even as a negative)."""
+    """A random scene of ``split`` that differs from ``scene`` in one of ``attributes``, of it or
+    of one object (so training never sees a test scene, not even as a negative)."""
     for _ in range(1000):
-        attribute = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
+        attribute = attributes[int(rng.integers(len(attributes)))]
         index = int(rng.integers(len(scene.objects)))
         options = [v for v in variants(scene, attribute, cfg, index) if edits.scene_split(v, cfg) == split]
         if options:
@@ -188,6 +208,7 @@ def sample_batch(
     group: int = 1,
     split: str = "train",
     pairs: bool = False,
+    attributes: Sequence[str] = ATTRIBUTES,
 ) -> Batch:
     """``n`` fresh scenes (in groups sharing their background and global looks, see
     ``sample_scenes``), their captions and ``hard_negatives`` one-attribute changes of each.
@@ -197,8 +218,10 @@ def sample_batch(
     the image side too), so the CLS embedding must encode every object, not the gist."""
     batch = sample_scenes(rng, (n + 1) // 2 if pairs else n, cfg, split, group)
     if pairs:
-        batch = [s for scene in batch for s in (scene, hard_negative(rng, scene, cfg, split))][:n]
-    negatives = [scenes.caption(hard_negative(rng, s, cfg, split), cfg) for s in batch for _ in range(hard_negatives)]
+        batch = [s for scene in batch for s in (scene, hard_negative(rng, scene, cfg, split, attributes))][:n]
+    negatives = [
+        scenes.caption(hard_negative(rng, s, cfg, split, attributes), cfg) for s in batch for _ in range(hard_negatives)
+    ]
     phrases = [
         scenes.object_phrase(s.objects[k], cfg) if k < len(s.objects) else ""
         for s in batch
@@ -381,6 +404,7 @@ def _fit(
             recipe.hard_negatives,
             recipe.group,
             pairs=recipe.pairs,
+            attributes=recipe.attributes(),
         ),
         recipe.region_weight,
     )
@@ -412,7 +436,15 @@ def _fit(
     begin = start = time.perf_counter()
     with tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(steps):
-            batch = sample_batch(rng, world_cfg, batch_size, recipe.hard_negatives, recipe.group, pairs=recipe.pairs)
+            batch = sample_batch(
+                rng,
+                world_cfg,
+                batch_size,
+                recipe.hard_negatives,
+                recipe.group,
+                pairs=recipe.pairs,
+                attributes=recipe.attributes(),
+            )
             params, opt_state, loss = step(
                 params, opt_state, _inputs(tower, batch, recipe.region_weight), jax.random.fold_in(key, i)
             )
