@@ -67,3 +67,17 @@ def test_every_stage_wrote_its_output(result):
     assert summary["local_mean_iou"] == pytest.approx(study.local_mean(out["report"]))
     for path in ("README.md", "ablations.md", "clip/world_clip.json", "train/eval/shapes/examples.png"):
         assert os.path.isfile(os.path.join(root, path)), path
+
+
+def test_the_supervised_probe_fits_the_true_masks(result):
+    from regionedit_jax.worlds import probe
+
+    root, _, _ = result
+    config = study.config_for(dataclasses.replace(SMALL, root=root), "fusion=decoder,pixels=True,scales=1")
+    said = []
+    curve = probe.train(config, examples=96, steps=30, batch_size=16, n_test=28, evaluations=2, say=said.append)
+    assert [c["step"] for c in curve] == [15, 30] and said[0].startswith("inputs of 96 train and 28 test edits")
+    assert curve[-1]["loss"] < curve[0]["loss"] and all(0 <= c["local kinds"] <= 1 for c in curve)
+    assert set(curve[-1]) >= {"local", "texture", "add", "remove", "background", "global", "style"}
+    with pytest.raises(ValueError, match="--steps 0: must be an integer >= 1"):
+        probe.train(config, steps=0)

@@ -178,6 +178,9 @@ class Edit:
     template: str = ""
 
 
+LOCAL_KINDS = ("local", "texture", "add", "remove")  # the kinds whose truth is one object's place
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -20,7 +20,7 @@ import os
 import time
 from typing import Any
 
-from regionedit_jax.worlds import world_clip
+from regionedit_jax.worlds import edits, world_clip
 
 # name -> (configs/shapes.py arguments, what it tests); "threshold" rows re-evaluate the main checkpoint.
 ABLATIONS = {
@@ -33,7 +33,7 @@ ABLATIONS = {
     "one scale": ("scales=1", "Eq.3 alone instead of scales 1-2-4"),
 }
 THRESHOLDS = (0.3, 0.7)
-LOCAL_KINDS = ("local", "texture", "add", "remove")
+LOCAL_KINDS = edits.LOCAL_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,8 +187,6 @@ def local_mean(report) -> float:
 
 def ablation_markdown(rows: dict) -> str:
     """Rows = variants, columns = IoU per kind, mean over local kinds, overall, and the CLIP metrics."""
-    from regionedit_jax.worlds import edits
-
     kinds = list(edits.KINDS)
     head = "| variant | " + " | ".join(kinds) + " | local mean | IoU | CLIPdir | CLIPout | CLIPimg | L1 | area |"
     lines = [
