@@ -65,33 +65,41 @@ def one_line_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], A
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with every error one line and exit code 2: an unknown or bad flag, a
-    config file that does not load."""
+    config file that does not load, a ``--config.KEY`` override naming no key."""
     from absl import flags
 
     try:
         return flags.FLAGS(argv)
     except (flags.Error, ValueError, OSError) as e:
         _exit(one_line(e))
+    except (AttributeError, KeyError) as e:  # an override applied to a --config given on the line
+        _exit(_no_such_key(e, argv))
 
 
 def define_config(default: str, help_text: str = "Config file (path[:arg]).", name: str = "config"):
-    """``config_flags.DEFINE_config_file`` (locked). It applies ``--config.KEY=...`` overrides as
-    it is defined; one naming no key is one line with the near key ml_collections suggests."""
+    """``config_flags.DEFINE_config_file`` (locked). It applies ``--config.KEY=...`` overrides to
+    the default config as it is defined (``parse_flags`` to a ``--config`` given on the command
+    line); one naming no key is one line with the near key ml_collections suggests."""
     from ml_collections import config_flags
 
     try:
         return config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
     except (AttributeError, KeyError) as e:
-        # ml_collections raises AttributeError(KeyError("'widht'\nDid you mean \"width\" ...?"))
-        inner: BaseException = e
-        while inner.args and isinstance(inner.args[0], BaseException):
-            inner = inner.args[0]
-        text = " ".join(str(inner.args[0] if inner.args else inner).split())
-        missing = text.split("'")[1] if text.count("'") >= 2 else text
-        hint = text.split("'", 2)[2].strip() if text.count("'") >= 2 else ""
-        overrides = [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith(f"--{name}.")]
-        flag = next((a for a in overrides if missing in a.split(".")[1:]), f"--{name}.*")
-        _exit(f"{flag}: the config has no key {missing!r}. {hint}".strip())
+        _exit(_no_such_key(e, sys.argv))
+
+
+def _no_such_key(error: BaseException, argv: list[str]) -> str:
+    """ml_collections' AttributeError(KeyError("'widht'\nDid you mean \"width\" ...?")) as one line
+    naming the override flag."""
+    inner = error
+    while inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    text = " ".join(str(inner.args[0] if inner.args else inner).split())
+    missing = text.split("'")[1] if text.count("'") >= 2 else text
+    hint = text.split("'", 2)[2].strip() if text.count("'") >= 2 else ""
+    overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--") and "." in a.split("=", 1)[0]]
+    flag = next((a for a in overrides if missing in a.split(".")[1:]), "a --config.KEY override")
+    return f"{flag}: the config has no key {missing!r}. {hint}".strip()
 
 
 def _exit(message: str):

@@ -162,16 +162,19 @@ def row_problem(row: dict[str, Any]) -> str | None:
             return f"the {key.replace('_', ' ')} is empty; leave it out to have it described."
         if key in row and any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in row[key]):
             return f"the {key.replace('_', ' ')} holds control characters; remove them."
-    shapes = {}
+    pictures = {}
     for key in ("image", "mask"):
         if key in row:
             try:
-                shapes[key] = read_source(row[key]).shape[:2]
+                pictures[key] = read_source(row[key])
             except image_ops.ImageReadError as e:
                 return f"{key}: {e}"
-    if "mask" in shapes and shapes["mask"] != shapes["image"]:
-        (mh, mw), (h, w) = shapes["mask"], shapes["image"]
-        return f"the mask is {mw}x{mh} (WxH) but the image is {w}x{h}; give a mask of the image's size."
+    if "mask" in pictures:
+        (mh, mw), (h, w) = pictures["mask"].shape[:2], pictures["image"].shape[:2]
+        if (mh, mw) != (h, w):
+            return f"the mask is {mw}x{mh} (WxH) but the image is {w}x{h}; give a mask of the image's size."
+        if pictures["mask"].max() <= 127:
+            return "the mask is all black, so nothing would be repainted; white marks the region to repaint."
     return None
 
 

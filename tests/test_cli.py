@@ -102,6 +102,11 @@ CASES = [
         ["--config.region.widht=3"],
         "--config.region.widht: the config has no key 'widht'. Did you mean \"width\"",
     ),
+    (
+        "train.py",
+        ["--config=configs/tiny.py", "--config.trian.num_steps=2"],
+        "--config.trian.num_steps: the config has no key 'trian'. Did you mean \"train\"",
+    ),
     ("train.py", ["--config.train.num_steps=abc"], "--config.train.num_steps=abc: invalid literal"),
     ("train.py", ["--config=configs/missing.py"], "configs/missing.py"),
     ("train.py", ["--bogus=1"], "Unknown command line flag 'bogus'"),

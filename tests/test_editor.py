@@ -159,6 +159,7 @@ def test_cli_replaces_links_inside_out_and_never_writes_through_them(editor, pho
 def test_cli_batch_reports_each_bad_row_and_edits_the_others(editor, photo, tmp_path):
     Image.fromarray(photo).save(tmp_path / "cat.png")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small_mask.png")
+    Image.fromarray(np.zeros((120, 160), np.uint8)).save(tmp_path / "black_mask.png")
     good = {"image": "cat.png", "instruction": "add a hat", "source_caption": "a cat"}
     lines = [
         json.dumps(good).encode(),
@@ -168,6 +169,7 @@ def test_cli_batch_reports_each_bad_row_and_edits_the_others(editor, photo, tmp_
         b'{"image": "cat.png", "instruction": "add a \\ud800 hat"}'.replace(b"\\\\", b"\\"),
         "caf\u00e9".encode("latin-1") + b' {"image": "cat.png"}',  # not UTF-8
         json.dumps({**good, "mask": "small_mask.png"}).encode(),
+        json.dumps({**good, "mask": "black_mask.png"}).encode(),
         b"",
         json.dumps({**good, "instruction": "make it winter"}).encode(),
     ]
@@ -175,13 +177,13 @@ def test_cli_batch_reports_each_bad_row_and_edits_the_others(editor, photo, tmp_
     rows, bad = edit_cli.read_batch(str(tmp_path / "edits.jsonl"))
     bad += edit_cli.validate(rows)
     rows = [r for r in rows if r["index"] not in {b["index"] for b, _ in bad}]
-    assert [r["line"] for r in rows] == [1, 9]
+    assert [r["line"] for r in rows] == [1, 10]
     out = tmp_path / "out"
     entries = edit_cli.run(
         editor, rows, str(out), seed=0, num_steps=None, guidance_scale=None, threshold=None, progress=False, bad=bad
     )
     report = json.loads((out / "batch_report.json").read_text())["rows"]
-    assert report == entries and [e["index"] for e in entries] == list(range(8))
+    assert report == entries and [e["index"] for e in entries] == list(range(9))
     errors = {e["line"]: e["error"] for e in entries if "error" in e}
     assert errors[2].startswith("not JSON")
     assert "does not exist" in errors[3]
@@ -189,10 +191,11 @@ def test_cli_batch_reports_each_bad_row_and_edits_the_others(editor, photo, tmp_
     assert "lone surrogate" in errors[5]
     assert errors[6] == "the line is not UTF-8 text"
     assert "the mask is 10x10 (WxH) but the image is 160x120" in errors[7]
-    assert sorted(os.listdir(out)) == ["00000", "00007", "batch_report.json"]  # only whole rows
+    assert errors[8].startswith("the mask is all black, so nothing would be repainted")
+    assert sorted(os.listdir(out)) == ["00000", "00008", "batch_report.json"]  # only whole rows
     summary = edit_cli.failure_summary(entries, str(out))
-    assert summary.startswith("6 of 8 rows could not be edited (the other 2 were written): line 2: not JSON")
-    assert summary.endswith("batch_report.json") and "+3 more" in summary
+    assert summary.startswith("7 of 9 rows could not be edited (the other 2 were written): line 2: not JSON")
+    assert summary.endswith("batch_report.json") and "+4 more" in summary
 
 
 @pytest.mark.parametrize(

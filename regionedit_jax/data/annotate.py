@@ -264,8 +264,16 @@ def _previous_shards(settings: Settings) -> dict[str, dict[str, Any]]:
     path = manifest_path(settings.out, settings.shard_index)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        previous = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as err:
+        raise ValueError(
+            f"{path} is not a manifest this command wrote ({type(err).__name__}: {err}); "
+            "name a new --out folder, or remove that file to rewrite this process's shards"
+        ) from None
     if previous.get("settings") != settings.output_key():
         changed = sorted(k for k, v in settings.output_key().items() if previous.get("settings", {}).get(k) != v)
         raise ValueError(
