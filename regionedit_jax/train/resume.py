@@ -100,7 +100,9 @@ def restore_newest_intact(manager: ocp.CheckpointManager, workdir: str, config, 
             try:
                 stored_config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
                 stored = params_io.param_shapes(manager.item_metadata(step)["params"].tree)
-            except Exception as err:  # an unsealed step whose files cannot be read
+            except Exception as err:
+                if problems == []:  # sealed and intact, yet unreadable: not corruption, a bug
+                    raise
                 problems = [f"its config or metadata cannot be read ({type(err).__name__}: {err})"]
             else:
                 check_same_training(stored_config, config, stored, wanted, where)
