@@ -41,7 +41,7 @@ def build(config):
     return model, {"clip": towers["clip"].params, "t5": towers["t5"].params}
 
 
-def features(model, frozen, config, split: str, n: int, chunk: int = 50) -> dict[str, Any]:
+def features(model, frozen, config, split: str, n: int, chunk: int = 50, progress: bool = False) -> dict[str, Any]:
     """The predictor's inputs and the truth of edits 0..n-1 of ``split``:
     inputs [n, N, D'], text [n, L, d_t], text_mask [n, L], truth [n, S, S] bool, edits."""
     world = world_of(config)
@@ -50,7 +50,9 @@ def features(model, frozen, config, split: str, n: int, chunk: int = 50) -> dict
     text = jax.jit(lambda ids, mask: model.t5.encode(frozen["t5"], ids, mask))
     out = {k: [] for k in ("inputs", "text", "text_mask", "truth")}
     all_edits = []
-    for start in range(0, n, chunk):
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, n, chunk), desc=f"{split} inputs", unit="chunk", disable=not progress):
         batch = [edits.example(split, i, config.seed, world) for i in range(start, min(n, start + chunk))]
         tokens = np.stack([scenes.encode(e.source, world) for e in batch])
         key = jax.random.key(start + (0 if split == "train" else 1 << 20))
@@ -84,6 +86,7 @@ def train(
     n_test: int = 350,
     evaluations: int = 6,
     say=print,
+    progress: bool = False,
 ) -> list[dict[str, float]]:
     """Fits ``config.region`` to the true masks; returns the held-out IoU curve (one dict per evaluation)."""
     for name, value in dict(examples=examples, steps=steps, batch_size=batch_size, n_test=n_test).items():
@@ -91,8 +94,8 @@ def train(
             raise ValueError(f"--{name} {value!r}: must be an integer >= 1.")
     model, frozen = build(config)
     began = time.perf_counter()
-    train_set = features(model, frozen, config, "train", examples)
-    test_set = features(model, frozen, config, "test", n_test)
+    train_set = features(model, frozen, config, "train", examples, progress=progress)
+    test_set = features(model, frozen, config, "test", n_test, progress=progress)
     say(f"inputs of {examples} train and {n_test} test edits in {time.perf_counter() - began:.0f} s")
     size = world_of(config).image_size
     params = model.region.init(
@@ -157,7 +160,13 @@ def main(argv) -> None:
     del argv
     config = _CONFIG.value
     curve = train(
-        config, examples=_EXAMPLES.value, steps=_STEPS.value, lr=_LR.value, batch_size=_BATCH.value, n_test=_N.value
+        config,
+        examples=_EXAMPLES.value,
+        steps=_STEPS.value,
+        lr=_LR.value,
+        batch_size=_BATCH.value,
+        n_test=_N.value,
+        progress=True,
     )
     outputs.write_json(os.path.join(_OUT.value, "probe.json"), {"config": json.loads(config.to_json()), "curve": curve})
     print(f"wrote {_OUT.value}/probe.json")
