@@ -57,7 +57,8 @@ def one_line_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], A
         except Exception as e:
             if not isinstance(e, known_errors()):
                 raise
-            _exit(one_line(e))
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapped
 
@@ -102,8 +103,5 @@ def _no_such_key(error: BaseException, argv: list[str]) -> str:
 
 
 def _exit(message: str):
-    """The one line, then exit 2. Work the error left pending (e.g. orbax's asynchronous reads of a
-    damaged checkpoint) is dropped at shutdown without its "Exception ignored" tracebacks."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.unraisablehook = lambda unraisable: None
+    print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
