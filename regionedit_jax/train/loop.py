@@ -230,9 +230,9 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     """Trains ``config.train.num_steps`` steps in ``workdir``; returns the last logged metrics."""
     config_checks.check(config)
     outputs.check_folder(workdir, "--workdir")
-    records.check_shards(config.data.path)  # missing or damaged shards: refused before towers load
     if config.train.init_checkpoint:  # missing or corrupt: refused before towers load
         params_io.choose_step(config.train.init_checkpoint)
+    records.check_shards(config.data.path)  # missing or damaged shards: refused before towers load
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     tc = config.train
