@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from regionedit_jax import outputs
+
 PARAMS = "params"
 MANIFEST = "sha256.json"
 
@@ -36,7 +38,7 @@ def _digests(folder: str) -> dict[str, str]:
         for name in sorted(files):
             path = os.path.join(parent, name)
             relative = os.path.relpath(path, folder)
-            if relative in (MANIFEST, f"{MANIFEST}.tmp"):
+            if relative == MANIFEST or relative.startswith(f".{MANIFEST}."):  # the seal, or its temporary file
                 continue
             with open(path, "rb") as f:
                 digests[relative] = hashlib.file_digest(f, "sha256").hexdigest()
@@ -47,11 +49,7 @@ def seal(directory: str, step: int) -> None:
     """Writes the SHA-256 of every file of finished step ``step`` to ``DIR/<step>/sha256.json``
     (atomically; call on one process after the save has finished)."""
     folder = step_folder(directory, step)
-    manifest = os.path.join(folder, MANIFEST)
-    tmp = f"{manifest}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"files": _digests(folder)}, f, indent=0, sort_keys=True)
-    os.replace(tmp, manifest)
+    outputs.write_json(os.path.join(folder, MANIFEST), {"files": _digests(folder)}, indent=0, sort_keys=True)
 
 
 def verify(directory: str, step: int) -> list[str] | None:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from regionedit_jax import images as image_ops
 from regionedit_jax import outputs
+from regionedit_jax.describe import rules
 
 OVERLAY_COLOUR = np.array([255, 64, 32], np.float32)
 OUTPUT_FILES = ("edited.png", "mask.png", "overlay.png", "result.json")
@@ -145,9 +146,6 @@ def read_source(ref: str) -> np.ndarray:
     return image_ops.decode(ref)
 
 
-MAX_INSTRUCTION_CHARS = 300  # what the rules describer accepts (describe/rules.py)
-
-
 def row_problem(row: dict[str, Any]) -> str | None:
     """Why ``row`` cannot be edited (checked before any model loads), or None."""
     reason = _field_problem(row)
@@ -155,8 +153,9 @@ def row_problem(row: dict[str, Any]) -> str | None:
         return reason
     if not row["instruction"].strip():
         return "the instruction is empty; say what to change, e.g. 'make the car red'."
-    if len(row["instruction"]) > MAX_INSTRUCTION_CHARS:
-        return f"the instruction has {len(row['instruction'])} characters; at most {MAX_INSTRUCTION_CHARS}."
+    longest = rules.MAX_INSTRUCTION_CHARS  # what the rules describer accepts
+    if len(row["instruction"]) > longest:
+        return f"the instruction has {len(row['instruction'])} characters; at most {longest}."
     for key in ("instruction", "source_caption", "target_caption"):
         if key in row and not row[key].strip():
             return f"the {key.replace('_', ' ')} is empty; leave it out to have it described."

@@ -25,7 +25,7 @@ def write_file(path: str, write: Callable[[BinaryIO], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644 & ~_umask())
+        os.chmod(tmp, 0o644 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
@@ -67,10 +67,15 @@ def check_folder(path: str, what: str) -> None:
 
 def make_readable(folder: str) -> None:
     """A folder made by ``tempfile.mkdtemp`` (mode 0700) gets the usual mode (0777 less the umask)."""
-    os.chmod(folder, 0o777 & ~_umask())
+    os.chmod(folder, 0o777 & ~_UMASK)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask can only be read by setting it, and setting it while other threads
+# create files (annotate's image workers) would give those files the wrong mode.
+_UMASK = _read_umask()

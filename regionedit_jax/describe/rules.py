@@ -932,6 +932,9 @@ def _weighted_order(rng: random.Random, weights: tuple[tuple[str, int], ...]) ->
     return order
 
 
+MAX_INSTRUCTION_CHARS = 300  # the default for longer instructions rejected as "too_long"
+
+
 class RulesDescriber(Describer):
     """Deterministic, offline rewriter and instruction writer (no captioning).
 
@@ -952,7 +955,7 @@ class RulesDescriber(Describer):
         min_words: int = 2,
         max_words: int = 50,
         max_chars: int = 300,
-        max_instruction_chars: int = 300,
+        max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
     ) -> None:
         self.strict = strict
         self.seed = seed

@@ -82,13 +82,7 @@ def world_of(editor) -> scenes.WorldConfig:
     """The world of the editor's ``config.generator.oracle`` options (any generator), else the default."""
     from regionedit_jax.generators import oracle
 
-    given = editor.config.generator.get("oracle", None)
-    if given is None:
-        return scenes.WorldConfig()
-    options = {**oracle.OPTIONS, **dict(given)}
-    return scenes.WorldConfig(
-        image_size=int(options["image_size"]), grid=int(options["grid"]), max_objects=int(options["max_objects"])
-    )
+    return oracle.world(editor.config.generator.get("oracle", None))
 
 
 def source_image(edit: edits.Edit, position: int, world: scenes.WorldConfig, split: str = "test") -> np.ndarray:

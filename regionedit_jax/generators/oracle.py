@@ -85,10 +85,15 @@ class OracleGenerator(Generator):
         return out.astype(jnp.float32)
 
 
+def world(options) -> scenes.WorldConfig:
+    """The world of oracle options (``config.generator.oracle``; missing keys take ``OPTIONS``)."""
+    options = {**OPTIONS, **dict(options or {})}
+    return scenes.WorldConfig(
+        image_size=int(options["image_size"]), grid=int(options["grid"]), max_objects=int(options["max_objects"])
+    )
+
+
 def build(towers, options, num_steps: int) -> OracleGenerator:
     """``generators.make`` entry: the world from the options; ``num_steps`` is ignored."""
     del towers, num_steps
-    world = scenes.WorldConfig(
-        image_size=int(options["image_size"]), grid=int(options["grid"]), max_objects=int(options["max_objects"])
-    )
-    return OracleGenerator(world, options["noise"], options["jitter"])
+    return OracleGenerator(world(options), options["noise"], options["jitter"])

@@ -243,7 +243,7 @@ def train_and_evaluate(config, workdir: str, towers: dict[str, Any] | None = Non
     trained = manager.latest_step() or 0
     if trained >= tc.num_steps and not params_io.verify(checkpoint_dir, trained):
         say(
-            f"{workdir} is already trained to step {manager.latest_step()} (train.num_steps={tc.num_steps}); "
+            f"{workdir} is already trained to step {trained} (train.num_steps={tc.num_steps}); "
             "nothing to do. Raise --config.train.num_steps to train further."
         )
         manager.close()

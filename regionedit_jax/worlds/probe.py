@@ -23,12 +23,8 @@ import numpy as np
 import optax
 
 from regionedit_jax import region as region_lib
+from regionedit_jax.generators import oracle
 from regionedit_jax.worlds import edits, render, scenes
-
-
-def world_of(config) -> scenes.WorldConfig:
-    oracle = config.generator.oracle
-    return scenes.WorldConfig(image_size=oracle.image_size, grid=oracle.grid, max_objects=oracle.max_objects)
 
 
 def build(config):
@@ -44,8 +40,8 @@ def build(config):
 def features(model, frozen, config, split: str, n: int, chunk: int = 50, progress: bool = False) -> dict[str, Any]:
     """The predictor's inputs and the truth of edits 0..n-1 of ``split``:
     inputs [n, N, D'], text [n, L, d_t], text_mask [n, L], truth [n, S, S] bool, edits."""
-    world = world_of(config)
-    oracle = config.generator.oracle
+    options = config.generator.oracle
+    world = oracle.world(options)
     encode = jax.jit(lambda images: model.region_inputs(model.encode_source(frozen, images).patches, images))
     text = jax.jit(lambda ids, mask: model.t5.encode(frozen["t5"], ids, mask))
     out = {k: [] for k in ("inputs", "text", "text_mask", "truth")}
@@ -56,7 +52,7 @@ def features(model, frozen, config, split: str, n: int, chunk: int = 50, progres
         batch = [edits.example(split, i, config.seed, world) for i in range(start, min(n, start + chunk))]
         tokens = np.stack([scenes.encode(e.source, world) for e in batch])
         key = jax.random.key(start + (0 if split == "train" else 1 << 20))
-        images = render.render(tokens, key, world, noise=oracle.noise, jitter=oracle.jitter)
+        images = render.render(tokens, key, world, noise=options.noise, jitter=options.jitter)
         ids, mask = model.t5.tokenize([e.instruction for e in batch])
         out["inputs"].append(np.asarray(encode(images), np.float16))
         out["text"].append(np.asarray(text(ids, mask), np.float16))
@@ -97,7 +93,7 @@ def train(
     train_set = features(model, frozen, config, "train", examples, progress=progress)
     test_set = features(model, frozen, config, "test", n_test, progress=progress)
     say(f"inputs of {examples} train and {n_test} test edits in {time.perf_counter() - began:.0f} s")
-    size = world_of(config).image_size
+    size = oracle.world(config.generator.oracle).image_size
     params = model.region.init(
         jax.random.key(config.seed),
         jnp.asarray(train_set["inputs"][:1], jnp.float32),

@@ -99,13 +99,14 @@ def train_and_evaluate(config, workdir: str, *, n: int, baselines: bool, progres
 def run(study: Study = Study()) -> dict[str, Any]:
     """All stages; returns {"report": the main run's Report, "rows": ablation Reports, "seconds"}."""
     from regionedit_jax.data import annotate
-    from regionedit_jax.worlds import diagnose, scenes
+    from regionedit_jax.generators import oracle
+    from regionedit_jax.worlds import diagnose
 
     began = time.perf_counter()
     root = study.root.rstrip("/")
     config = config_for(study, steps=study.steps)
-    world = {k: config.generator.oracle[k] for k in ("image_size", "grid", "max_objects")}
-    world_cfg = scenes.WorldConfig(**world)
+    world_cfg = oracle.world(config.generator.oracle)
+    world = {k: getattr(world_cfg, k) for k in ("image_size", "grid", "max_objects")}
     clip_dir = config.towers.clip.path
     clip_summary = world_clip.read_manifest(clip_dir)
     patch = study.clip_sizes.patch_size

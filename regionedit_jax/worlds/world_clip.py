@@ -395,19 +395,18 @@ def _fit(
     of the last 5% of steps), ``train_seconds``, ``steps_per_second`` (after the compiling step)."""
     from tqdm import tqdm
 
-    probe = _inputs(
-        tower,
-        sample_batch(
-            np.random.default_rng([seed, 2]),
+    def draw(rng: np.random.Generator) -> Batch:
+        return sample_batch(
+            rng,
             world_cfg,
             batch_size,
             recipe.hard_negatives,
             recipe.group,
             pairs=recipe.pairs,
             attributes=recipe.attributes(),
-        ),
-        recipe.region_weight,
-    )
+        )
+
+    probe = _inputs(tower, draw(np.random.default_rng([seed, 2])), recipe.region_weight)
     clean = dataclasses.replace(recipe, noise=0.0, jitter=0.0)
     probe_loss = jax.jit(lambda params: _loss(tower, params, probe, jax.random.key(seed), world_cfg, clean))
     params = tower.params
@@ -436,17 +435,8 @@ def _fit(
     begin = start = time.perf_counter()
     with tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(steps):
-            batch = sample_batch(
-                rng,
-                world_cfg,
-                batch_size,
-                recipe.hard_negatives,
-                recipe.group,
-                pairs=recipe.pairs,
-                attributes=recipe.attributes(),
-            )
             params, opt_state, loss = step(
-                params, opt_state, _inputs(tower, batch, recipe.region_weight), jax.random.fold_in(key, i)
+                params, opt_state, _inputs(tower, draw(rng), recipe.region_weight), jax.random.fold_in(key, i)
             )
             losses.append(loss)
             if i == 0:  # the first step compiles: time from the second on
