@@ -81,3 +81,20 @@ def test_the_supervised_probe_fits_the_true_masks(result):
     assert set(curve[-1]) >= {"local", "texture", "add", "remove", "background", "global", "style"}
     with pytest.raises(ValueError, match="--steps 0: must be an integer >= 1"):
         probe.train(config, steps=0)
+
+
+def test_diagnosis_scores_what_the_straight_through_gradient_sees(result):
+    from regionedit_jax.worlds import diagnose, edits
+
+    root, _, _ = result
+    config = study.config_for(dataclasses.replace(SMALL, root=root))
+    found = diagnose.diagnose(config, n=28)
+    for kind in edits.KINDS:
+        for point in ("empty", "full"):
+            for term in diagnose.TERMS:
+                assert set(found[f"{point}/{term}/{kind}"]) == {"inside", "outside"}
+        assert 0 <= found[f"iou/differs/{kind}"] <= 1 and 0 <= found[f"iou/pulls/{kind}"] <= 1
+    # lighting and style repaint every pixel: where G differs from the source is nearly the whole truth
+    assert found["iou/differs/global"] > 0.6 and found["iou/differs/style"] > 0.6, found
+    text = diagnose.markdown(found)
+    assert "### Pull at the empty mask" in text and "| G differs from the source (> 0.15) |" in text

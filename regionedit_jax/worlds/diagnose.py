@@ -12,6 +12,12 @@ inside the true region and outside it, per edit kind. A term that points the reg
 truth pulls harder inside than outside; a term whose pull is negative everywhere only ever
 shrinks the region (it rewards an empty mask).
 
+A mean can point the right way while single examples do not, so it also scores each factor of
+the pull as a mask, by IoU with the truth: where the generator's image differs from the
+source (|G - I_src| > 0.15, summed over channels), and where the total pull at the empty
+mask is > 0. The first is what the oracle's fresh background sample leaves of the edit; the
+second adds how precisely CLIP's pixel gradient points.
+
   python -m regionedit_jax.worlds.diagnose --config=configs/shapes.py [--n 70] [--out pulls.md]
 """
 
@@ -28,6 +34,7 @@ from regionedit_jax.model import composite
 from regionedit_jax.worlds import edits, render, scenes
 
 TERMS = ("clip", "direction", "structure")
+DIFFERS = 0.15  # |G - I_src| summed over channels above which a pixel counts as changed
 
 
 def pull_maps(
@@ -62,7 +69,8 @@ def pull_maps(
 
 
 def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Mean pull inside / outside the truth per term, kind and mask point (empty, full)."""
+    """Mean pull inside / outside the truth per term, kind and mask point (empty, full), and the
+    IoU with the truth of where G differs from the source and where the pull is > 0 (``iou/...``)."""
     from regionedit_jax.towers import bundle
 
     towers = towers or bundle.load(config.towers, ("clip",) + generators.towers_for(config.generator), seed=config.seed)
@@ -76,6 +84,7 @@ def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None =
         )
     )
     rows: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    ious: dict[tuple[str, str], list[float]] = {}
     for start in range(0, n, 14):
         batch = examples[start : start + 14]
         tokens = np.stack([scenes.encode(e.source, world) for e in batch])
@@ -86,6 +95,7 @@ def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None =
         t_src = clip.embed_texts([e.source_caption for e in batch])
         t_tgt = clip.embed_texts([e.target_caption for e in batch])
         truth = np.stack([e.truth.any(0) for e in batch])
+        differs = np.abs(np.asarray(generated) - np.asarray(source)).sum(-1) > DIFFERS
         for point, value in (("empty", 0.0), ("full", 1.0)):
             maps = jax.device_get(fn(source, generated, jnp.full(truth.shape, value), t_src, t_tgt))
             for name, pull in maps.items():
@@ -93,18 +103,24 @@ def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None =
                     inside = float(p[t].mean()) if t.any() else 0.0
                     outside = float(p[~t].mean()) if (~t).any() else 0.0
                     rows.setdefault((point, name, e.kind), []).append((inside, outside))
-    return {
+            if point == "empty":
+                total = sum(maps.values())
+                for e, d, p in zip(batch, differs, total, strict=True):
+                    ious.setdefault(("differs", e.kind), []).append(edits.score_iou(d, e))
+                    ious.setdefault(("pulls", e.kind), []).append(edits.score_iou(p > 0, e))
+    result = {
         f"{point}/{name}/{kind}": {
             "inside": float(np.mean([r[0] for r in v])),
             "outside": float(np.mean([r[1] for r in v])),
         }
         for (point, name, kind), v in sorted(rows.items())
     }
+    return result | {f"iou/{what}/{kind}": float(np.mean(v)) for (what, kind), v in sorted(ious.items())}
 
 
 def markdown(result: dict[str, Any]) -> str:
     """One table per mask point: rows = terms, columns = kinds, cells = pull inside / outside (x1e3)."""
-    points = sorted({k.split("/")[0] for k in result})
+    points = sorted({k.split("/")[0] for k in result} - {"iou"})
     kinds = [k for k in edits.KINDS if any(key.endswith("/" + k) for key in result)]
     lines = []
     for point in points:
@@ -120,6 +136,20 @@ def markdown(result: dict[str, Any]) -> str:
                 v = result[f"{point}/{term}/{kind}"]
                 cells.append(f"{v['inside'] * 1e3:+.2f} / {v['outside'] * 1e3:+.2f}")
             lines.append(f"| {term} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if any(k.startswith("iou/") for k in result):
+        lines += [
+            "### What the straight-through gradient sees, as a mask (IoU with the truth)",
+            "",
+            "| mask | " + " | ".join(kinds) + " |",
+            "|---|" + "---|" * len(kinds),
+        ]
+        for what, label in (
+            ("differs", f"G differs from the source (> {DIFFERS})"),
+            ("pulls", "total pull > 0, empty mask"),
+        ):
+            cells = [f"{result[f'iou/{what}/{kind}']:.2f}" for kind in kinds]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
