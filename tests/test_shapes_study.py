@@ -96,5 +96,9 @@ def test_diagnosis_scores_what_the_straight_through_gradient_sees(result):
         assert 0 <= found[f"iou/differs/{kind}"] <= 1 and 0 <= found[f"iou/pulls/{kind}"] <= 1
     # lighting and style repaint every pixel: where G differs from the source is nearly the whole truth
     assert found["iou/differs/global"] > 0.6 and found["iou/differs/style"] > 0.6, found
+    # without the oracle's re-drawn background, G differs from the source where the edit is
+    clean = diagnose.diagnose(config, n=28, same_draw=True)
+    local = lambda d: sum(d[f"iou/differs/{k}"] for k in edits.LOCAL_KINDS) / len(edits.LOCAL_KINDS)
+    assert local(clean) > max(0.4, local(found)), (local(clean), local(found))
     text = diagnose.markdown(found)
     assert "### Pull at the empty mask" in text and "| G differs from the source (> 0.15) |" in text

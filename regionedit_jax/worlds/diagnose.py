@@ -18,7 +18,7 @@ source (|G - I_src| > 0.15, summed over channels), and where the total pull at t
 mask is > 0. The first is what the oracle's fresh background sample leaves of the edit; the
 second adds how precisely CLIP's pixel gradient points.
 
-  python -m regionedit_jax.worlds.diagnose --config=configs/shapes.py [--n 70] [--out pulls.md]
+  python -m regionedit_jax.worlds.diagnose --config=configs/shapes.py [--n 70] [--out pulls.md] [--same_draw]
 """
 
 from __future__ import annotations
@@ -68,9 +68,14 @@ def pull_maps(
     return out
 
 
-def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None = None) -> dict[str, Any]:
+def diagnose(
+    config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None = None, same_draw: bool = False
+) -> dict[str, Any]:
     """Mean pull inside / outside the truth per term, kind and mask point (empty, full), and the
-    IoU with the truth of where G differs from the source and where the pull is > 0 (``iou/...``)."""
+    IoU with the truth of where G differs from the source and where the pull is > 0 (``iou/...``).
+
+    ``same_draw``: G is the target scene rendered with the source's own random draw instead of the
+    generator's output, i.e. an oracle that re-synthesises nothing (what its re-draw costs)."""
     from regionedit_jax.towers import bundle
 
     towers = towers or bundle.load(config.towers, ("clip",) + generators.towers_for(config.generator), seed=config.seed)
@@ -88,10 +93,14 @@ def diagnose(config, n: int = 70, seed: int = 0, towers: dict[str, Any] | None =
     for start in range(0, n, 14):
         batch = examples[start : start + 14]
         tokens = np.stack([scenes.encode(e.source, world) for e in batch])
-        source = render.render(tokens, jax.random.key(start), world)
+        key = jax.random.key(start)
+        source = render.render(tokens, key, world)
         prompt = generator.tokenize([e.target_caption for e in batch])
         full = jnp.ones(source.shape[:3] + (1,))
-        generated = generator.generate(generator.params, source, full, prompt, jax.random.key(start + 1), 1.0)
+        if same_draw:
+            generated = render.render(np.stack([scenes.encode(e.target, world) for e in batch]), key, world)
+        else:
+            generated = generator.generate(generator.params, source, full, prompt, jax.random.key(start + 1), 1.0)
         t_src = clip.embed_texts([e.source_caption for e in batch])
         t_tgt = clip.embed_texts([e.target_caption for e in batch])
         truth = np.stack([e.truth.any(0) for e in batch])
@@ -161,10 +170,11 @@ def main(argv=None) -> None:
     config_flag = config_flags.DEFINE_config_file("config", "configs/shapes.py", "Config file (path[:arg]).")
     n_flag = flags.DEFINE_integer("n", 70, "Held-out edits (balanced over the kinds).")
     out_flag = flags.DEFINE_string("out", "", "Also write the tables to this Markdown file.")
+    same_flag = flags.DEFINE_bool("same_draw", False, "G: the target drawn with the source's own randomness.")
 
     def run(argv):
         del argv
-        text = markdown(diagnose(config_flag.value, n_flag.value))
+        text = markdown(diagnose(config_flag.value, n_flag.value, same_draw=same_flag.value))
         print(text)
         if out_flag.value:
             with open(out_flag.value, "w", encoding="utf-8") as f:
