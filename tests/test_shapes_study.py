@@ -100,5 +100,31 @@ def test_diagnosis_scores_what_the_straight_through_gradient_sees(result):
     clean = diagnose.diagnose(config, n=28, same_draw=True)
     local = lambda d: sum(d[f"iou/differs/{k}"] for k in edits.LOCAL_KINDS) / len(edits.LOCAL_KINDS)
     assert local(clean) > max(0.4, local(found)), (local(clean), local(found))
+    # a global edit's truth is the whole image, and repainting it beats repainting nothing
+    assert found["objective/truth/global"] == pytest.approx(found["objective/whole image/global"], abs=1e-6)
+    assert found["objective/empty/global"] > found["objective/truth/global"], found
     text = diagnose.markdown(found)
     assert "### Pull at the empty mask" in text and "| G differs from the source (> 0.15) |" in text
+    assert "### The objective of fixed masks" in text and text.count("**") >= 2 * len(edits.KINDS)
+
+
+def test_fixed_masks_erode_and_dilate_by_the_four_neighbourhood():
+    import numpy as np
+
+    from regionedit_jax.worlds import diagnose
+
+    truth = np.zeros((1, 12, 12), bool)
+    truth[0, 3:8, 3:8] = True  # a 5 x 5 square
+    masks = diagnose.fixed_masks(truth)
+    assert list(masks) == list(diagnose.MASKS)
+    inner = np.zeros_like(truth)
+    inner[0, 4:7, 4:7] = True
+    np.testing.assert_array_equal(masks["eroded 1 px"], inner)
+    assert masks["eroded 2 px"].sum() == 1 and masks["eroded 2 px"][0, 5, 5]
+    # 4 steps of the cross grow a square of side 5 into an octagon: side 13 clipped to the image
+    grown = masks["dilated 4 px"][0]
+    assert grown[5, 0] and grown[0, 5] and not grown[0, 0] and grown[3:8, 3:8].all()
+    edge = np.zeros_like(truth)
+    edge[0, :, 0] = True  # erosion treats beyond the border as outside the mask
+    assert not diagnose.fixed_masks(edge)["eroded 1 px"].any()
+    assert masks["empty"].sum() == 0 and masks["whole image"].all()

@@ -12,6 +12,11 @@ inside the true region and outside it, per edit kind. A term that points the reg
 truth pulls harder inside than outside; a term whose pull is negative everywhere only ever
 shrinks the region (it rewards an empty mask).
 
+A last table scores the objective itself, with no gradient: Eq.7 + Eq.8 + Eq.9 (and the area
+prior), weighted as in ``config.loss``, of the oracle's G composited through fixed masks (empty,
+the truth, the truth eroded or dilated, the whole image), averaged per kind. If the truth
+scores best but training does not reach it, the optimiser is what fails, not the objective.
+
 A mean can point the right way while single examples do not, so it also scores each factor of
 the pull as a mask, by IoU with the truth: where the generator's image differs from the
 source (|G - I_src| > 0.15, summed over channels), and where the total pull at the empty
@@ -23,6 +28,7 @@ second adds how precisely CLIP's pixel gradient points.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -35,6 +41,47 @@ from regionedit_jax.worlds import edits, render, scenes
 
 TERMS = ("clip", "direction", "structure")
 DIFFERS = 0.15  # |G - I_src| summed over channels above which a pixel counts as changed
+MASKS = ("empty", "truth", "eroded 1 px", "eroded 2 px", "dilated 4 px", "whole image")
+
+
+def _dilate(masks: np.ndarray, pixels: int, outside: bool = False) -> np.ndarray:
+    """bool [B, S, S] grown by ``pixels`` steps of its 4-neighbourhood; ``outside``: the value beyond the border."""
+    for _ in range(pixels):
+        padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)), constant_values=outside)
+        masks = masks | padded[:, :-2, 1:-1] | padded[:, 2:, 1:-1] | padded[:, 1:-1, :-2] | padded[:, 1:-1, 2:]
+    return masks
+
+
+def fixed_masks(truth: np.ndarray) -> dict[str, np.ndarray]:
+    """The masks of ``MASKS`` for true masks bool [B, S, S]."""
+    return {
+        "empty": np.zeros_like(truth),
+        "truth": truth,
+        "eroded 1 px": ~_dilate(~truth, 1, outside=True),
+        "eroded 2 px": ~_dilate(~truth, 2, outside=True),
+        "dilated 4 px": _dilate(truth, 4),
+        "whole image": np.ones_like(truth),
+    }
+
+
+def objective(clip, clip_params, weights: losses.LossWeights, source, generated, mask, text_source, text_target):
+    """Per row [B]: beta (l1 Eq.7 + l2 Eq.8 + l3 Eq.9) + area * mean(mask) of the composite with ``mask`` [B, S, S]."""
+    edit = clip.encode_image(clip_params, composite(mask, generated, source))
+    src = clip.encode_image(clip_params, source)
+    row = lambda fn, *arrays: jax.vmap(lambda *a: fn(*(x[None] for x in a)))(*arrays)
+    direction = row(
+        lambda e, s, tt, ts: losses.directional(e, s, tt, ts, None, weights.direction_floor),
+        edit.cls,
+        src.cls,
+        text_target,
+        text_source,
+    )
+    terms = (
+        weights.clip * (1.0 - losses.cosine(edit.cls, text_target))
+        + weights.direction * direction
+        + weights.structure * row(losses.structure, edit.patches, src.patches)
+    )
+    return weights.beta * terms + weights.area * mask.mean(axis=(1, 2))
 
 
 def pull_maps(
@@ -88,8 +135,10 @@ def diagnose(
             clip, clip.params, generator, s, g, m, ts, tt, float(config.loss.direction_floor)
         )
     )
+    score = jax.jit(functools.partial(objective, clip, clip.params, losses.LossWeights(**config.loss)))
     rows: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     ious: dict[tuple[str, str], list[float]] = {}
+    scores: dict[tuple[str, str], list[float]] = {}
     for start in range(0, n, 14):
         batch = examples[start : start + 14]
         tokens = np.stack([scenes.encode(e.source, world) for e in batch])
@@ -117,6 +166,10 @@ def diagnose(
                 for e, d, p in zip(batch, differs, total, strict=True):
                     ious.setdefault(("differs", e.kind), []).append(edits.score_iou(d, e))
                     ious.setdefault(("pulls", e.kind), []).append(edits.score_iou(p > 0, e))
+        for name, mask in fixed_masks(np.stack([e.truth[0] for e in batch])).items():
+            values = jax.device_get(score(source, generated, jnp.asarray(mask, jnp.float32), t_src, t_tgt))
+            for e, v in zip(batch, values, strict=True):
+                scores.setdefault((name, e.kind), []).append(float(v))
     result = {
         f"{point}/{name}/{kind}": {
             "inside": float(np.mean([r[0] for r in v])),
@@ -124,12 +177,13 @@ def diagnose(
         }
         for (point, name, kind), v in sorted(rows.items())
     }
-    return result | {f"iou/{what}/{kind}": float(np.mean(v)) for (what, kind), v in sorted(ious.items())}
+    result |= {f"iou/{what}/{kind}": float(np.mean(v)) for (what, kind), v in sorted(ious.items())}
+    return result | {f"objective/{name}/{kind}": float(np.mean(v)) for (name, kind), v in sorted(scores.items())}
 
 
 def markdown(result: dict[str, Any]) -> str:
     """One table per mask point: rows = terms, columns = kinds, cells = pull inside / outside (x1e3)."""
-    points = sorted({k.split("/")[0] for k in result} - {"iou"})
+    points = sorted({k.split("/")[0] for k in result} - {"iou", "objective"})
     kinds = [k for k in edits.KINDS if any(key.endswith("/" + k) for key in result)]
     lines = []
     for point in points:
@@ -159,6 +213,21 @@ def markdown(result: dict[str, Any]) -> str:
         ):
             cells = [f"{result[f'iou/{what}/{kind}']:.2f}" for kind in kinds]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if any(k.startswith("objective/") for k in result):
+        lines += [
+            "### The objective of fixed masks (Eq.7-9 + area prior, mean per kind; lower is better)",
+            "",
+            "| mask | " + " | ".join(kinds) + " |",
+            "|---|" + "---|" * len(kinds),
+        ]
+        for name in MASKS:
+            cells = []
+            for kind in kinds:
+                value = result[f"objective/{name}/{kind}"]
+                best = min(result[f"objective/{m}/{kind}"] for m in MASKS)
+                cells.append(f"**{value:.3f}**" if value == best else f"{value:.3f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
