@@ -181,54 +181,32 @@ def diagnose(
     return result | {f"objective/{name}/{kind}": float(np.mean(v)) for (name, kind), v in sorted(scores.items())}
 
 
+def _table(title: str, first: str, rows: list[tuple[str, list[str]]], kinds: list[str]) -> list[str]:
+    """A Markdown table under a heading: one row per (label, cells), one column per kind."""
+    head = [f"### {title}", "", f"| {first} | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    return head + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows] + [""]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """One table per mask point: rows = terms, columns = kinds, cells = pull inside / outside (x1e3)."""
+    """The pull tables (rows = terms, cells = pull inside / outside x1e3), then the pull as a mask
+    and the objective of fixed masks; columns = kinds."""
     points = sorted({k.split("/")[0] for k in result} - {"iou", "objective"})
     kinds = [k for k in edits.KINDS if any(key.endswith("/" + k) for key in result)]
     lines = []
     for point in points:
-        lines += [
-            f"### Pull at the {point} mask (-dL/dm x 1e3, inside truth / outside)",
-            "",
-            "| term | " + " | ".join(kinds) + " |",
-            "|---|" + "---|" * len(kinds),
-        ]
-        for term in TERMS:
-            cells = []
-            for kind in kinds:
-                v = result[f"{point}/{term}/{kind}"]
-                cells.append(f"{v['inside'] * 1e3:+.2f} / {v['outside'] * 1e3:+.2f}")
-            lines.append(f"| {term} | " + " | ".join(cells) + " |")
-        lines.append("")
+        cell = lambda v: f"{v['inside'] * 1e3:+.2f} / {v['outside'] * 1e3:+.2f}"
+        rows = [(term, [cell(result[f"{point}/{term}/{kind}"]) for kind in kinds]) for term in TERMS]
+        lines += _table(f"Pull at the {point} mask (-dL/dm x 1e3, inside truth / outside)", "term", rows, kinds)
     if any(k.startswith("iou/") for k in result):
-        lines += [
-            "### What the straight-through gradient sees, as a mask (IoU with the truth)",
-            "",
-            "| mask | " + " | ".join(kinds) + " |",
-            "|---|" + "---|" * len(kinds),
-        ]
-        for what, label in (
-            ("differs", f"G differs from the source (> {DIFFERS})"),
-            ("pulls", "total pull > 0, empty mask"),
-        ):
-            cells = [f"{result[f'iou/{what}/{kind}']:.2f}" for kind in kinds]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
+        labels = {"differs": f"G differs from the source (> {DIFFERS})", "pulls": "total pull > 0, empty mask"}
+        rows = [(label, [f"{result[f'iou/{what}/{kind}']:.2f}" for kind in kinds]) for what, label in labels.items()]
+        lines += _table("What the straight-through gradient sees, as a mask (IoU with the truth)", "mask", rows, kinds)
     if any(k.startswith("objective/") for k in result):
-        lines += [
-            "### The objective of fixed masks (Eq.7-9 + area prior, mean per kind; lower is better)",
-            "",
-            "| mask | " + " | ".join(kinds) + " |",
-            "|---|" + "---|" * len(kinds),
-        ]
-        for name in MASKS:
-            cells = []
-            for kind in kinds:
-                value = result[f"objective/{name}/{kind}"]
-                best = min(result[f"objective/{m}/{kind}"] for m in MASKS)
-                cells.append(f"**{value:.3f}**" if value == best else f"{value:.3f}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+        best = {kind: min(result[f"objective/{m}/{kind}"] for m in MASKS) for kind in kinds}
+        cell = lambda v, kind: f"**{v:.3f}**" if v == best[kind] else f"{v:.3f}"
+        rows = [(name, [cell(result[f"objective/{name}/{kind}"], kind) for kind in kinds]) for name in MASKS]
+        title = "The objective of fixed masks (Eq.7-9 + area prior, mean per kind; lower is better)"
+        lines += _table(title, "mask", rows, kinds)
     return "\n".join(lines)
 
 
