@@ -75,9 +75,24 @@ def test_the_supervised_probe_fits_the_true_masks(result):
     root, _, _ = result
     config = study.config_for(dataclasses.replace(SMALL, root=root), "fusion=decoder,pixels=True,scales=1")
     said = []
-    curve = probe.train(config, examples=96, steps=30, batch_size=16, n_test=28, evaluations=2, say=said.append)
+    saved = os.path.join(root, "probe_checkpoint")
+    curve = probe.train(
+        config, examples=96, steps=30, batch_size=16, n_test=28, evaluations=2, say=said.append, save=saved
+    )
     assert [c["step"] for c in curve] == [15, 30] and said[0].startswith("inputs of 96 train and 28 test edits")
     assert curve[-1]["loss"] < curve[0]["loss"] and all(0 <= c["local kinds"] <= 1 for c in curve)
+    # the fitted predictor is a checkpoint the method can start from (config.train.init_checkpoint)
+    import jax
+    import numpy as np
+
+    from regionedit_jax import checkpoints
+
+    model, _ = probe.build(config)
+    fresh = model.init(jax.random.key(1))
+    restored, step = checkpoints.restore_params(saved, fresh)
+    assert step == 0 and checkpoints.verify(saved, 0) == [] and set(restored) == {"region", "projector"}
+    moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), restored, fresh)
+    assert any(jax.tree_util.tree_leaves(moved["region"])), "the saved predictor is the fitted one, not a fresh init"
     assert set(curve[-1]) >= {"local", "texture", "add", "remove", "background", "global", "style"}
     with pytest.raises(ValueError, match="--steps 0: must be an integer >= 1"):
         probe.train(config, steps=0)

@@ -7,6 +7,8 @@ edit masks with BCE + dice. If the probe grounds instructions and the method doe
 method's losses are what limit it; if neither does, the inputs are.
 
   python -m regionedit_jax.worlds.probe --config=configs/shapes.py:fusion=decoder,pixels=True,depth=2,scales=1
+  python launch/train.py --config=configs/shapes.py:fusion=decoder,pixels=True,depth=2,scales=1 \
+      --config.train.init_checkpoint=runs/shapes/probe/checkpoint     # the method from the fitted predictor
 
 The inputs of ``examples`` train edits are computed once (frozen towers), then batches are drawn
 from them; the IoU curve on held-out test edits is printed and written to ``--out``.
@@ -83,8 +85,12 @@ def train(
     evaluations: int = 6,
     say=print,
     progress: bool = False,
+    save: str | None = None,
 ) -> list[dict[str, float]]:
-    """Fits ``config.region`` to the true masks; returns the held-out IoU curve (one dict per evaluation)."""
+    """Fits ``config.region`` to the true masks; returns the held-out IoU curve (one dict per evaluation).
+
+    ``save``: also write the fitted predictor (with a fresh projector) as step 0 of that checkpoint
+    folder, for ``config.train.init_checkpoint``: does the method keep masks this good?"""
     for name, value in dict(examples=examples, steps=steps, batch_size=batch_size, n_test=n_test).items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name} {value!r}: must be an integer >= 1.")
@@ -144,6 +150,13 @@ def train(
             losses.clear()
             kinds = " ".join(f"{k} {curve[-1][k]:.3f}" for k in edits.KINDS if k in curve[-1])
             say(f"step {i}/{steps} loss {curve[-1]['loss']:.3f} local kinds {curve[-1]['local kinds']:.3f} ({kinds})")
+    if save:
+        from flax import linen as nn
+
+        from regionedit_jax import checkpoints
+
+        fitted = {**model.init(jax.random.key(config.seed)), "region": nn.meta.unbox(params)}
+        checkpoints.save_params(save, 0, fitted)
     return curve
 
 
@@ -163,9 +176,10 @@ def main(argv) -> None:
         batch_size=_BATCH.value,
         n_test=_N.value,
         progress=True,
+        save=os.path.abspath(os.path.join(_OUT.value, "checkpoint")),
     )
     outputs.write_json(os.path.join(_OUT.value, "probe.json"), {"config": json.loads(config.to_json()), "curve": curve})
-    print(f"wrote {_OUT.value}/probe.json")
+    print(f"wrote {_OUT.value}/probe.json and the fitted predictor, {_OUT.value}/checkpoint")
 
 
 if __name__ == "__main__":
