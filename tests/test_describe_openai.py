@@ -88,6 +88,10 @@ class ChatServer:
                 try:
                     reply = reply or default_reply(body, server.default_delay)
                     time.sleep(reply.delay)
+                finally:  # the request leaves flight before its answer is sent: a client thread
+                    with server.lock:  # that got the answer may start its next one at once
+                        server.in_flight -= 1
+                try:
                     if self.path != "/v1/chat/completions":
                         self._send(404, {"error": {"message": f"no route {self.path}"}})
                     elif reply.raw is not None:
@@ -101,9 +105,6 @@ class ChatServer:
                         )
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
 
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 self._send_bytes(status, json.dumps(payload).encode(), headers or {})
