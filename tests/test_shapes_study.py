@@ -93,6 +93,8 @@ def test_the_supervised_probe_fits_the_true_masks(result):
     assert step == 0 and checkpoints.verify(saved, 0) == [] and set(restored) == {"region", "projector"}
     moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), restored, fresh)
     assert any(jax.tree_util.tree_leaves(moved["region"])), "the saved predictor is the fitted one, not a fresh init"
+    with pytest.raises(ValueError, match="already exists; give another --out"):  # before any tower loads
+        probe.train(config, examples=96, steps=30, save=saved)
     assert set(curve[-1]) >= {"local", "texture", "add", "remove", "background", "global", "style"}
     with pytest.raises(ValueError, match="--steps 0: must be an integer >= 1"):
         probe.train(config, steps=0)

@@ -16,6 +16,7 @@ from them; the IoU curve on held-out test edits is printed and written to ``--ou
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -94,6 +95,8 @@ def train(
     for name, value in dict(examples=examples, steps=steps, batch_size=batch_size, n_test=n_test).items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name} {value!r}: must be an integer >= 1.")
+    if save and os.path.exists(save) and (not os.path.isdir(save) or os.listdir(save)):
+        raise ValueError(f"{save} already exists; give another --out, so that no fitted predictor is overwritten.")
     model, frozen = build(config)
     began = time.perf_counter()
     train_set = features(model, frozen, config, "train", examples, progress=progress)
@@ -162,7 +165,6 @@ def train(
 
 def main(argv) -> None:
     import json
-    import os
 
     from regionedit_jax import outputs
 
