@@ -64,22 +64,18 @@ def fixed_masks(truth: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def objective(clip, clip_params, weights: losses.LossWeights, source, generated, mask, text_source, text_target):
-    """Per row [B]: beta (l1 Eq.7 + l2 Eq.8 + l3 Eq.9) + area * mean(mask) of the composite with ``mask`` [B, S, S]."""
+def objective(
+    clip, clip_params, weights: losses.LossWeights, source, source_features, generated, mask, text_source, text_target
+):
+    """Per row [B]: beta (l1 Eq.7 + l2 Eq.8 + l3 Eq.9) + area * mean(mask) of the composite with ``mask``
+    [B, S, S]; ``source_features``: the source's ``ImageFeatures``, encoded once for every mask."""
     edit = clip.encode_image(clip_params, composite(mask, generated, source))
-    src = clip.encode_image(clip_params, source)
     row = lambda fn, *arrays: jax.vmap(lambda *a: fn(*(x[None] for x in a)))(*arrays)
-    direction = row(
-        lambda e, s, tt, ts: losses.directional(e, s, tt, ts, None, weights.direction_floor),
-        edit.cls,
-        src.cls,
-        text_target,
-        text_source,
-    )
+    direction = lambda e, s, tt, ts: losses.directional(e, s, tt, ts, None, weights.direction_floor)
     terms = (
-        weights.clip * (1.0 - losses.cosine(edit.cls, text_target))
-        + weights.direction * direction
-        + weights.structure * row(losses.structure, edit.patches, src.patches)
+        weights.clip * row(losses.clip_guidance, edit.cls, text_target)
+        + weights.direction * row(direction, edit.cls, source_features.cls, text_target, text_source)
+        + weights.structure * row(losses.structure, edit.patches, source_features.patches)
     )
     return weights.beta * terms + weights.area * mask.mean(axis=(1, 2))
 
@@ -136,6 +132,7 @@ def diagnose(
         )
     )
     score = jax.jit(functools.partial(objective, clip, clip.params, losses.LossWeights(**config.loss)))
+    encode = jax.jit(lambda images: clip.encode_image(clip.params, images))
     rows: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     ious: dict[tuple[str, str], list[float]] = {}
     scores: dict[tuple[str, str], list[float]] = {}
@@ -166,8 +163,9 @@ def diagnose(
                 for e, d, p in zip(batch, differs, total, strict=True):
                     ious.setdefault(("differs", e.kind), []).append(edits.score_iou(d, e))
                     ious.setdefault(("pulls", e.kind), []).append(edits.score_iou(p > 0, e))
+        features = encode(source)
         for name, mask in fixed_masks(np.stack([e.truth[0] for e in batch])).items():
-            values = jax.device_get(score(source, generated, jnp.asarray(mask, jnp.float32), t_src, t_tgt))
+            values = jax.device_get(score(source, features, generated, jnp.asarray(mask, jnp.float32), t_src, t_tgt))
             for e, v in zip(batch, values, strict=True):
                 scores.setdefault((name, e.kind), []).append(float(v))
     result = {
