@@ -210,22 +210,23 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv=None) -> None:
     from absl import app, flags
-    from ml_collections import config_flags
 
-    config_flag = config_flags.DEFINE_config_file("config", "configs/shapes.py", "Config file (path[:arg]).")
+    from regionedit_jax import cli, outputs
+
+    config_flag = cli.define_config("configs/shapes.py")
     n_flag = flags.DEFINE_integer("n", 70, "Held-out edits (balanced over the kinds).")
     out_flag = flags.DEFINE_string("out", "", "Also write the tables to this Markdown file.")
     same_flag = flags.DEFINE_bool("same_draw", False, "G: the target drawn with the source's own randomness.")
 
+    @cli.one_line_errors
     def run(argv):
         del argv
         text = markdown(diagnose(config_flag.value, n_flag.value, same_draw=same_flag.value))
         print(text)
         if out_flag.value:
-            with open(out_flag.value, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+            outputs.write_text(out_flag.value, text + "\n")
 
-    app.run(run, argv)
+    app.run(run, argv, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
