@@ -18,6 +18,7 @@ from regionedit_jax.worlds.scenes import ANYWHERE, Obj, Scene, WorldConfig, capt
 
 CFG = WorldConfig()
 SMALL = WorldConfig(image_size=32, grid=2, max_objects=3)
+BARE = WorldConfig(textures=("plain",), lightings=(("none", ""),), styles=(("none", ""),), patterns=("plain",))
 
 
 def tokens_of(items, cfg=CFG) -> np.ndarray:
@@ -79,7 +80,7 @@ def held_out_edits():
 # Captions and tokens ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cfg", [CFG, SMALL], ids=["grid3", "grid2"])
+@pytest.mark.parametrize("cfg", [CFG, SMALL, BARE], ids=["grid3", "grid2", "no_lighting_or_style"])
 def test_caption_parse_and_tokens_round_trip(cfg):
     rng = np.random.default_rng(1)
     for _ in range(3000):

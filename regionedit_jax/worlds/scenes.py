@@ -350,7 +350,9 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig | None = None) -> Sc
     )
 
     def maybe(names: tuple[str, ...]) -> str:
-        return names[0] if rng.random() < 0.5 else str(rng.choice(names[1:]))
+        if len(names) == 1 or rng.random() < 0.5:  # a lone "none" draws nothing
+            return names[0]
+        return str(rng.choice(names[1:]))
 
     return Scene(
         objects,
