@@ -1,4 +1,5 @@
-"""Frozen pretrained towers: the only code that imports transformers or diffusers.
+"""Frozen pretrained towers, loaded from Hugging Face folders (CLIP on the project's own
+``regionedit_jax.nn`` modules; T5, DINO, the UNet and VAE on transformers/diffusers' Flax classes).
 
 One module per model, each with ``load(name_or_path, dtype=...)`` taking a Hugging Face
 hub id or a local folder in the HF layout, returning an object with pure, jittable apply

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from regionedit_jax import images as image_ops
+from regionedit_jax.nn import clip as clip_nn
+from regionedit_jax.nn.attention import Implementation
 from regionedit_jax.towers import convert, files, text
 
 DEFAULT = "openai/clip-vit-large-patch14"
@@ -41,7 +43,7 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 class Clip:
     """A loaded CLIP model. Apply functions are pure: ``params`` is passed explicitly."""
 
-    module: Any  # transformers FlaxCLIPModule
+    module: clip_nn.ClipModel
     params: Any  # its parameters, in ``dtype``
     tokenizer: Any
     dtype: Any
@@ -65,10 +67,7 @@ class Clip:
         """[B, L] token ids and mask -> [B, d] projected, L2-normalised text embeddings."""
 
         def fn(m, ids, mask):
-            pooled = m.text_model(
-                input_ids=ids, attention_mask=mask, position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape)
-            )[1]
-            return m.text_projection(pooled)
+            return m.text_projection(m.text_model(ids, mask)[1])
 
         out = self.module.apply({"params": params}, input_ids, attention_mask, method=fn)
         return l2_normalize(out.astype(jnp.float32))
@@ -83,7 +82,7 @@ class Clip:
         """NHWC images in [0, 1], any size -> ``ImageFeatures`` (differentiable in images)."""
 
         def fn(m, pixels):
-            hidden = m.vision_model(pixel_values=pixels)[0]  # [B, 1 + N, width], before post-LN
+            hidden = m.vision_model(pixels)[0]  # [B, 1 + N, width], before post-LN
             tokens = m.visual_projection(m.vision_model.post_layernorm(hidden))
             return tokens[:, 0], tokens[:, 1:]
 
@@ -99,24 +98,25 @@ class Clip:
         return self._encode_text_jit(self.params, *self.tokenize(texts))
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) -> Clip:
+def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, attention: Implementation = None) -> Clip:
     """Loads CLIP from a hub id or a local folder in the transformers layout.
 
     The folder holds ``config.json`` (model_type "clip"), ``model.safetensors`` (PyTorch
     layout) and the tokenizer (``vocab.json`` + ``merges.txt`` or ``tokenizer.json``);
-    ``preprocessor_config.json`` is optional.
+    ``preprocessor_config.json`` is optional. ``attention`` picks the attention kernel
+    (``nn.attention``: None, "xla" or "cudnn").
     """
-    from transformers import CLIPConfig, CLIPTokenizerFast, FlaxCLIPModel
+    from transformers import CLIPTokenizerFast
 
     folder = files.resolve(name_or_path, "CLIP")
-    files.read_config(folder, "CLIP", key="model_type", allowed=["clip"])
+    config = files.read_config(folder, "CLIP", key="model_type", allowed=["clip"])
     files.require_file(folder, ["tokenizer.json", "vocab.json"], "CLIP", "the CLIP BPE tokenizer")
-    config = CLIPConfig.from_pretrained(folder)
-    model = FlaxCLIPModel(config, dtype=dtype, _do_init=False)
+    settings = files.settings(clip_nn.ClipSettings.from_config, config, "CLIP", folder)
+    module = clip_nn.ClipModel(settings, dtype=dtype, param_dtype=dtype, implementation=attention)
     params = convert.load_params(
         folder,
         "model",
-        model.params_shape_tree,
+        module.shapes(),
         what="CLIP",
         naming="transformers",
         dtype=dtype,
@@ -124,14 +124,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     )
     mean, std = files.image_stats(folder, _MEAN, _STD)
     return Clip(
-        module=model.module,
+        module=module,
         params=params,
         tokenizer=CLIPTokenizerFast.from_pretrained(folder),
         dtype=dtype,
-        dim=config.projection_dim,
-        image_size=config.vision_config.image_size,
-        patch_size=config.vision_config.patch_size,
-        max_length=config.text_config.max_position_embeddings,
+        dim=settings.projection_dim,
+        image_size=settings.vision.image_size,
+        patch_size=settings.vision.patch_size,
+        max_length=settings.text.max_length,
         mean=mean,
         std=std,
     )

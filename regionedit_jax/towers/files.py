@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 HOW_TO_GET = (
@@ -97,6 +97,17 @@ def read_config(
             f"{' or '.join(map(repr, allowed))}. Is this the folder of another model?"
         )
     return config
+
+
+def settings(parse: Callable[[dict[str, Any], str], Any], config: dict[str, Any], what: str, folder: str) -> Any:
+    """``parse(config, what)`` (an ``nn`` settings reader); a field it cannot honour becomes a
+    ``TowerFilesError`` naming the folder's config.json."""
+    from regionedit_jax.nn.settings import SettingsError
+
+    try:
+        return parse(config, what)
+    except SettingsError as e:
+        raise TowerFilesError(f"{e} (in {os.path.join(folder, 'config.json')!r})") from None
 
 
 def weights_file(folder: str, what: str, base: str) -> str:

@@ -27,6 +27,8 @@ import numpy as np
 from flax import linen as nn
 
 from regionedit_jax import images as image_ops
+from regionedit_jax.nn import clip as clip_nn
+from regionedit_jax.nn.attention import Implementation
 from regionedit_jax.towers import convert, files, text
 
 DEFAULT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -77,7 +79,7 @@ class SDInpaint:
 
     unet_module: Any  # diffusers FlaxUNet2DConditionModel
     vae_module: Any  # diffusers FlaxAutoencoderKL
-    text_module: Any  # transformers FlaxCLIPTextModule
+    text_module: clip_nn.ClipTextModel
     params: dict[str, Any]
     tokenizer: Any
     schedule: NoiseSchedule
@@ -95,13 +97,7 @@ class SDInpaint:
     def encode_text(self, params, input_ids: jax.Array) -> jax.Array:
         """[B, 77] ids -> [B, 77, C] text conditioning."""
         ids = jnp.asarray(input_ids)
-        out = self.text_module.apply(
-            {"params": params["text_encoder"]},
-            ids,
-            attention_mask=jnp.ones_like(ids),
-            position_ids=jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape),
-        )
-        return out[0]
+        return self.text_module.apply({"params": params["text_encoder"]}, ids)
 
     def unet(self, params, latents: jax.Array, timesteps: jax.Array, text_emb: jax.Array) -> jax.Array:
         """[B, h, w, 9] (noisy latents | mask | masked-image latents), [B] steps, [B, L, C] -> [B, h, w, 4]."""
@@ -176,10 +172,14 @@ def _diffusers_model(folder: str, sub: str, cls, allowed: list[str], dtype) -> t
     return model, params
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) -> SDInpaint:
-    """Loads an SD inpainting pipeline folder (diffusers layout) or hub id, without torch."""
+def load(
+    name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, attention: Implementation = None
+) -> SDInpaint:
+    """Loads an SD inpainting pipeline folder (diffusers layout) or hub id, without torch.
+
+    ``attention`` picks the text encoder's attention kernel (``nn.attention``)."""
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
+    from transformers import CLIPTokenizer
 
     what = "SD inpainting"
     folder = files.resolve(name_or_path, what)
@@ -196,13 +196,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     vae, vae_params = _diffusers_model(folder, "vae", FlaxAutoencoderKL, ["AutoencoderKL"], dtype)
 
     text_dir = os.path.join(folder, "text_encoder")
-    files.read_config(text_dir, f"{what} text_encoder/", key="model_type", allowed=["clip_text_model"])
-    text_config = CLIPTextConfig.from_pretrained(text_dir)
-    text_model = FlaxCLIPTextModel(text_config, dtype=dtype, _do_init=False)
+    text_what = f"{what} text_encoder/"
+    text_config = files.read_config(text_dir, text_what, key="model_type", allowed=["clip_text_model"])
+    text_settings = files.settings(clip_nn.TextSettings.from_config, text_config, text_what, text_dir)
+    text_model = clip_nn.ClipTextModel(text_settings, dtype=dtype, param_dtype=dtype, implementation=attention)
     text_params = convert.load_params(
         text_dir,
         "model",
-        text_model.params_shape_tree,
+        text_model.shapes(),
         what=f"{what} text_encoder/",
         naming="transformers",
         dtype=dtype,
@@ -217,7 +218,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
     return SDInpaint(
         unet_module=unet,
         vae_module=vae,
-        text_module=text_model.module,
+        text_module=text_model,
         params={"unet": unet_params, "vae": vae_params, "text_encoder": text_params},
         tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
         schedule=NoiseSchedule.from_config(_read_json(sched_path, f"{what} scheduler/")),
@@ -225,6 +226,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32) ->
         scaling_factor=float(vae.config.get("scaling_factor", 0.18215)),
         vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
         latent_channels=int(vae.config.latent_channels),
-        text_dim=int(text_config.hidden_size),
-        max_length=int(text_config.max_position_embeddings),
+        text_dim=text_settings.width,
+        max_length=text_settings.max_length,
     )

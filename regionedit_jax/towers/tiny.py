@@ -205,14 +205,13 @@ def clip_config(
 
 def write_clip(out: str, seed: int, config=None) -> None:
     """Writes a random CLIP folder: ``config`` (default: the tiny ``clip_config()``), weights, tokenizer."""
-    from transformers import FlaxCLIPModel
+    from regionedit_jax.nn import clip as clip_nn
 
     config = clip_config() if config is None else config
     size = config.vision_config.image_size
     config.save_pretrained(out)
-    write_model(
-        out, random_params(FlaxCLIPModel(config, _do_init=False).params_shape_tree, seed), "transformers", "model"
-    )
+    shapes = clip_nn.ClipModel(clip_nn.ClipSettings.from_config(config.to_dict())).shapes()
+    write_model(out, random_params(shapes, seed), "transformers", "model")
     write_clip_tokenizer(out)
     _write_json(
         os.path.join(out, "preprocessor_config.json"),
@@ -338,7 +337,9 @@ SCHEDULER_CONFIG = {
 def write_sd_inpaint(out: str, seed: int) -> None:
     import jax
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
-    from transformers import CLIPTextConfig, FlaxCLIPTextModel
+    from transformers import CLIPTextConfig
+
+    from regionedit_jax.nn import clip as clip_nn
 
     version = {"_diffusers_version": "0.39.0"}
     _write_json(
@@ -364,7 +365,7 @@ def write_sd_inpaint(out: str, seed: int) -> None:
         )
     text_config = CLIPTextConfig(**_clip_text_config(architectures=["CLIPTextModel"]))
     text_config.save_pretrained(os.path.join(out, "text_encoder"))
-    text_shapes = FlaxCLIPTextModel(text_config, _do_init=False).params_shape_tree
+    text_shapes = clip_nn.ClipTextModel(clip_nn.TextSettings.from_config(text_config.to_dict())).shapes()
     write_model(
         os.path.join(out, "text_encoder"), random_params(text_shapes, seed + hash_name("text")), "transformers", "model"
     )

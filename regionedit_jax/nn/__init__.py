@@ -1,0 +1,10 @@
+"""The project's own Flax modules for the frozen towers (NHWC, one attention function).
+
+Submodules are named after the PyTorch checkpoint keys, so loading is the declarative
+rename-and-transpose of ``towers.convert`` checked against ``jax.eval_shape`` of ``init``.
+
+  settings.py     reading a model's shape from config.json: every field honoured or refused
+  attention.py    dot_product_attention: the one attention function; its kernel is a config value
+  transformer.py  the pre-LayerNorm encoder of CLIP's text and vision towers
+  clip.py         CLIP: settings read from config.json, text transformer, vision transformer, model
+"""

@@ -1,0 +1,122 @@
+"""The project's own Flax modules: settings read strictly from config.json, the attention kernel
+as a config value, end-of-text pooling of old and new configs. (Outputs against PyTorch on the
+same weights: ``test_towers_reference.py``.)"""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from transformers import CLIPTextConfig, CLIPVisionConfig
+
+from regionedit_jax.nn import attention, clip
+from regionedit_jax.towers import clip as clip_tower
+from regionedit_jax.towers import files, tiny
+
+
+def test_absent_fields_take_transformers_defaults():
+    text, vision = CLIPTextConfig(), CLIPVisionConfig()  # the library's own defaults, as reference
+    s = clip.ClipSettings.from_config({})
+    assert (s.text.vocab_size, s.text.width, s.text.mlp, s.text.depth, s.text.heads, s.text.max_length) == (
+        text.vocab_size,
+        text.hidden_size,
+        text.intermediate_size,
+        text.num_hidden_layers,
+        text.num_attention_heads,
+        text.max_position_embeddings,
+    )
+    assert (s.text.activation, s.text.eps, s.text.eos_token_id) == (
+        text.hidden_act,
+        text.layer_norm_eps,
+        text.eos_token_id,
+    )
+    assert (s.vision.width, s.vision.mlp, s.vision.depth, s.vision.heads) == (
+        vision.hidden_size,
+        vision.intermediate_size,
+        vision.num_hidden_layers,
+        vision.num_attention_heads,
+    )
+    assert (s.vision.image_size, s.vision.patch_size, s.vision.channels, s.vision.activation) == (
+        vision.image_size,
+        vision.patch_size,
+        vision.num_channels,
+        vision.hidden_act,
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"text_config": {"hidden_act": "swish"}}, r"text_config: hidden_act 'swish' is not supported"),
+        ({"vision_config": {"hidden_size": 30, "num_attention_heads": 4}}, r"hidden_size 30 is not a multiple"),
+        ({"vision_config": {"image_size": 30, "patch_size": 4}}, r"image_size 30 is not a multiple of patch_size 4"),
+        ({"text_config": {"num_hidden_layers": "2"}}, r"num_hidden_layers must be int, got '2'"),
+        ({"vision_config": {"num_hidden_layers": 0}}, r"num_hidden_layers must be positive"),
+        ({"projection_dim": 1.5}, r"projection_dim must be int"),
+    ],
+)
+def test_fields_the_architecture_cannot_honour_are_refused(change, message):
+    with pytest.raises(clip.SettingsError, match=message):
+        clip.ClipSettings.from_config(change)
+
+
+def test_a_refused_field_names_the_folders_config(tiny_bundle, tmp_path):
+    folder = tmp_path / "clip"
+    shutil.copytree(os.path.join(tiny_bundle, "clip"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["vision_config"]["hidden_act"] = "relu6"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(files.TowerFilesError, match=r"hidden_act 'relu6' is not supported.*config\.json"):
+        clip_tower.load(str(folder))
+
+
+def test_attention_kernel_is_a_config_value(tiny_bundle):
+    with pytest.raises(ValueError, match=r"attention implementation must be one of"):
+        attention.dot_product_attention(*(jnp.zeros((1, 2, 1, 4)),) * 3, implementation="flash")
+    default = clip_tower.load(os.path.join(tiny_bundle, "clip"))
+    xla = clip_tower.load(os.path.join(tiny_bundle, "clip"), attention="xla")
+    assert xla.module.implementation == "xla"
+    ids, mask = default.tokenize(["a red circle", "make the square blue"])
+    np.testing.assert_allclose(
+        xla.encode_text(xla.params, ids, mask), default.encode_text(default.params, ids, mask), atol=1e-6
+    )
+
+
+def test_legacy_configs_pool_at_the_highest_id():
+    """Configs written before transformers 4.31 say eos_token_id 2 and pool at the argmax id."""
+    settings = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=1, heads=2, max_length=6)
+    ids = jnp.array([[5, 9, 49, 3, 3, 3]])  # the highest id marks the end of text
+    new = clip.TextTransformer(dataclasses.replace(settings, eos_token_id=3))
+    old = clip.TextTransformer(dataclasses.replace(settings, eos_token_id=2))
+    params = new.init(jax.random.key(0), ids)["params"]
+    hidden, pooled_new = new.apply({"params": params}, ids)
+    _, pooled_old = old.apply({"params": params}, ids)
+    np.testing.assert_array_equal(pooled_new, hidden[:, 3])  # the first eos_token_id
+    np.testing.assert_array_equal(pooled_old, hidden[:, 2])  # the highest id
+    with pytest.raises(ValueError, match="at most 6"):
+        new.apply({"params": params}, jnp.zeros((1, 7), jnp.int32))
+
+
+def test_text_tower_is_causal_and_ignores_padding():
+    settings = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=2, heads=2, max_length=6, eos_token_id=9)
+    model = clip.TextTransformer(settings)
+    ids = jnp.array([[1, 4, 9, 0, 0, 0]])
+    params = model.init(jax.random.key(0), ids)["params"]
+    mask = jnp.array([[1, 1, 1, 0, 0, 0]])
+    hidden, _ = model.apply({"params": params}, ids, mask)
+    changed, _ = model.apply({"params": params}, ids.at[0, 4].set(7), mask)
+    np.testing.assert_allclose(hidden[:, :3], changed[:, :3], atol=1e-6)  # later tokens are unseen
+    later, _ = model.apply({"params": params}, ids.at[0, 1].set(5), mask)
+    assert not np.allclose(hidden[:, 2], later[:, 2])  # earlier ones are seen
+
+
+def test_tiny_writer_and_loader_share_one_parameter_tree(tiny_bundle):
+    config = json.load(open(os.path.join(tiny_bundle, "clip", "config.json")))
+    shapes = clip.ClipModel(clip.ClipSettings.from_config(config)).shapes()
+    loaded = clip_tower.load(os.path.join(tiny_bundle, "clip"))
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(loaded.params)
+    assert tiny.clip_config().projection_dim == loaded.dim
