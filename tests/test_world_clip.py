@@ -178,3 +178,26 @@ def test_presence_pairs_only_when_the_recipe_asks():
     assert "presence" not in world_clip.Recipe().attributes()
     assert not any(counts(world_clip.Recipe()))
     assert any(counts(world_clip.Recipe(presence=True)))
+
+
+def test_sincos_positions_code_row_and_column():
+    code = world_clip.sincos_positions(grid=4, width=16, scale=3.0)
+    assert code.shape == (17, 16) and not code[0].any()  # the class token's row is zero
+    patches = code[1:].reshape(4, 4, 16)
+    np.testing.assert_array_equal(patches[:, 0, :8], patches[:, 3, :8])  # first half: the row
+    np.testing.assert_array_equal(patches[0, :, 8:], patches[3, :, 8:])  # second half: the column
+    assert len({tuple(np.round(p, 6)) for p in code[1:]}) == 16  # every patch its own code
+    np.testing.assert_allclose(patches[0, 0, [4, 5, 6, 7]], 3.0)  # cos(0) at every frequency, times scale
+
+
+def test_sincos_positions_are_what_an_untrained_clip_is_saved_with(tmp_path):
+    out = str(tmp_path / "clip")
+    small = "--image_size 32 --grid 2 --max_objects 1 --width 32 --vision_layers 1 --text_layers 1 --heads 2"
+    args = ["--out", out, *small.split(), "--patch_size", "8", "--no_progress", "--steps", "0", "--eval_scenes", "0"]
+    assert world_clip.main(args + ["--positions", "sincos", "--position_scale", "2"]) == 0
+    saved = clip.load(out).params["vision_model"]["embeddings"]["position_embedding"]["embedding"]
+    np.testing.assert_allclose(saved, world_clip.sincos_positions(4, 32, 2.0), atol=1e-7)
+    with pytest.raises(ValueError, match="positions must be 'random' or 'sincos'"):
+        world_clip.ClipSizes(positions="learned").config(32)
+    with pytest.raises(ValueError, match="width divisible by 4"):
+        world_clip.ClipSizes(width=42, heads=2, positions="sincos").config(32)

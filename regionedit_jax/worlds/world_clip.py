@@ -68,6 +68,8 @@ class ClipSizes:
     text_layers: int = 2
     heads: int = 2  # few heads: attention over 257 tokens dominates the cost on CPU
     patch_size: int = 4  # 64 px -> 16 x 16 patch tokens
+    positions: str = "random"  # the vision position embeddings' init: "random" or "sincos"
+    position_scale: float = 3.0  # the sin-cos init's amplitude
 
     def config(self, image_size: int):
         """The transformers ``CLIPConfig`` for images of ``image_size`` pixels."""
@@ -75,6 +77,10 @@ class ClipSizes:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        if self.positions not in ("random", "sincos"):
+            raise ValueError(f"positions must be 'random' or 'sincos', got {self.positions!r}")
+        if self.positions == "sincos" and self.width % 4:
+            raise ValueError(f"sin-cos positions need a width divisible by 4, got {self.width}")
         return tiny.clip_config(
             width=self.width,
             mlp=4 * self.width,
@@ -104,6 +110,32 @@ class Recipe:
     def attributes(self) -> tuple[str, ...]:
         """What a pair or a hard negative may change."""
         return tuple(a for a in ATTRIBUTES if self.presence or a != "presence")
+
+
+def sincos_positions(grid: int, width: int, scale: float) -> np.ndarray:
+    """float32 [1 + grid * grid, width]: the class token's row zero, then each patch's 2-D sin-cos
+    code (row in the first half of the channels, column in the second) times ``scale``.
+
+    A tiny ViT trained from scratch with random position embeddings barely learns where things
+    are; starting from this code it does (the README's shapes section has the numbers)."""
+    quarter = width // 4
+    frequencies = 1.0 / 100.0 ** (np.arange(quarter) / quarter)
+    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+    code = lambda v: np.concatenate([np.sin(v.reshape(-1, 1) * frequencies), np.cos(v.reshape(-1, 1) * frequencies)], 1)  # noqa: E731
+    patches = np.concatenate([code(rows), code(cols)], axis=1)
+    return (scale * np.concatenate([np.zeros((1, width)), patches])).astype(np.float32)
+
+
+def initial_params(tower: clip.Clip, sizes: ClipSizes) -> Any:
+    """The random CLIP's params, with the vision position embeddings ``sizes.positions`` says."""
+    params = tower.params
+    if sizes.positions == "sincos":
+        embeddings = dict(params["vision_model"]["embeddings"])
+        embeddings["position_embedding"] = {
+            "embedding": jnp.asarray(sincos_positions(tower.grid, sizes.width, sizes.position_scale))
+        }
+        params = {**params, "vision_model": {**params["vision_model"], "embeddings": embeddings}}
+    return params
 
 
 # ------------------------------------------------------------------------ scenes and captions
@@ -355,6 +387,7 @@ def train(
         start = time.perf_counter()
         tiny.write_clip(tmp, seed, sizes.config(world_cfg.image_size))
         tower = clip.load(tmp)
+        tower = dataclasses.replace(tower, params=initial_params(tower, sizes))
         params, stats = _fit(tower, world_cfg, recipe, steps, batch_size, seed, progress)
         tiny.write_model(tmp, params, "transformers", "model")
         summary = {
