@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTextConfig, CLIPVisionConfig
 
-from regionedit_jax.nn import attention, clip
+from regionedit_jax.nn import attention, clip, t5
 from regionedit_jax.towers import clip as clip_tower
 from regionedit_jax.towers import files, tiny
 
@@ -120,3 +120,74 @@ def test_tiny_writer_and_loader_share_one_parameter_tree(tiny_bundle):
     loaded = clip_tower.load(os.path.join(tiny_bundle, "clip"))
     assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(loaded.params)
     assert tiny.clip_config().projection_dim == loaded.dim
+
+
+# T5 ---------------------------------------------------------------------------------------------
+
+
+def test_t5_absent_fields_take_transformers_defaults():
+    from transformers import T5Config
+
+    reference, s = T5Config(), t5.T5Settings.from_config({})
+    assert (s.vocab_size, s.width, s.head_dim, s.mlp, s.depth, s.heads) == (
+        reference.vocab_size,
+        reference.d_model,
+        reference.d_kv,
+        reference.d_ff,
+        reference.num_layers,
+        reference.num_heads,
+    )
+    assert (s.buckets, s.max_distance, s.feed_forward, s.eps) == (
+        reference.relative_attention_num_buckets,
+        reference.relative_attention_max_distance,
+        reference.feed_forward_proj,
+        reference.layer_norm_epsilon,
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"feed_forward_proj": "gated-swish"}, r"feed_forward_proj 'gated-swish' is not supported"),
+        ({"relative_attention_num_buckets": 2}, r"leave no logarithmic buckets"),
+        ({"d_kv": 0}, r"d_kv must be positive"),
+    ],
+)
+def test_t5_fields_it_cannot_honour_are_refused(change, message):
+    with pytest.raises(clip.SettingsError, match=message):
+        t5.T5Settings.from_config(change)
+
+
+def test_t5_relative_buckets():
+    buckets = t5.relative_buckets(300, 32, 128)
+    distance = np.arange(300)[None, :] - np.arange(300)[:, None]
+    assert buckets.shape == (300, 300) and buckets.dtype == np.int32
+    np.testing.assert_array_equal(np.diag(buckets), 0)
+    later, earlier = buckets[0, 1:], buckets[-1, :-1][::-1]  # keys 1.. after / before the query
+    np.testing.assert_array_equal(later - 16, earlier)  # one half per direction
+    np.testing.assert_array_equal(earlier[:7], np.arange(1, 8))  # distances under 8: exact
+    assert np.all(np.diff(earlier) >= 0) and earlier.max() == 15  # then logarithmic, capped
+    assert np.all(earlier[np.abs(np.arange(1, 300)) >= 128] == 15)  # beyond max_distance: the last
+    assert set(np.unique(buckets[distance < 0])) == set(range(1, 16))
+    # past 8: 8 + floor(log(d / 8) / log(128 / 8) * 8), the mesh-tensorflow table
+    assert {d: int(buckets[d, 0]) for d in (8, 11, 12, 16, 32, 64, 127)} == {
+        8: 8,
+        11: 8,
+        12: 9,
+        16: 10,
+        32: 12,
+        64: 14,
+        127: 15,
+    }
+
+
+def test_t5_padding_is_ignored_and_attention_sees_both_ways():
+    settings = t5.T5Settings(vocab_size=20, width=8, head_dim=4, mlp=16, depth=2, heads=2, feed_forward="gated-gelu")
+    model = t5.T5Encoder(settings)
+    ids, mask = jnp.array([[3, 4, 5, 0, 0]]), jnp.array([[1, 1, 1, 0, 0]])
+    params = model.init(jax.random.key(0), ids, mask)["params"]
+    hidden = model.apply({"params": params}, ids, mask)
+    np.testing.assert_allclose(
+        hidden[:, :3], model.apply({"params": params}, ids.at[0, 4].set(9), mask)[:, :3], atol=1e-6
+    )
+    assert not np.allclose(hidden[:, 0], model.apply({"params": params}, ids.at[0, 2].set(9), mask)[:, 0])

@@ -7,4 +7,5 @@ rename-and-transpose of ``towers.convert`` checked against ``jax.eval_shape`` of
   attention.py    dot_product_attention: the one attention function; its kernel is a config value
   transformer.py  the pre-LayerNorm encoder of CLIP's text and vision towers
   clip.py         CLIP: settings read from config.json, text transformer, vision transformer, model
+  t5.py           the T5 encoder: relative position buckets, RMS norms, ReLU or gated-GELU feed-forwards
 """

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from regionedit_jax.nn import t5 as t5_nn
+from regionedit_jax.nn.attention import Implementation
 from regionedit_jax.towers import convert, files, text
 
 DEFAULT = "google/flan-t5-base"
@@ -27,7 +29,7 @@ _UNUSED = [r"^decoder\.", r"^lm_head\.", r"^encoder\.embed_tokens\."]
 class T5:
     """A loaded T5 encoder. ``encode`` is pure: ``params`` is passed explicitly."""
 
-    module: Any  # transformers FlaxT5EncoderModule
+    module: t5_nn.T5Encoder
     params: Any
     tokenizer: Any
     dtype: Any
@@ -40,10 +42,7 @@ class T5:
 
     def encode(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, L] ids and mask -> [B, L, d_model] float32 token features."""
-        out = self.module.apply(
-            {"params": params}, input_ids=input_ids, attention_mask=attention_mask, deterministic=True
-        )
-        return out[0].astype(jnp.float32)
+        return self.module.apply({"params": params}, input_ids, attention_mask).astype(jnp.float32)
 
     @functools.cached_property
     def _encode_jit(self):
@@ -55,28 +54,34 @@ class T5:
         return self._encode_jit(self.params, ids, mask), mask
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, max_length: int = 77) -> T5:
+def load(
+    name_or_path: str | os.PathLike = DEFAULT,
+    dtype: Any = jnp.float32,
+    max_length: int = 77,
+    attention: Implementation = None,
+) -> T5:
     """Loads a T5 encoder from a hub id or a local folder in the transformers layout.
 
     The folder holds ``config.json`` (model_type "t5"), ``model.safetensors`` (PyTorch
     layout; encoder-only or full encoder-decoder) and the SentencePiece tokenizer
-    (``spiece.model`` or ``tokenizer.json``).
+    (``spiece.model`` or ``tokenizer.json``). ``attention`` picks the attention kernel
+    (``nn.attention``).
     """
-    from transformers import FlaxT5EncoderModel, T5Config, T5TokenizerFast
+    from transformers import T5TokenizerFast
 
     folder = files.resolve(name_or_path, "T5")
-    files.read_config(folder, "T5", key="model_type", allowed=["t5"])
+    config = files.read_config(folder, "T5", key="model_type", allowed=["t5"])
     files.require_file(folder, ["tokenizer.json", "spiece.model"], "T5", "the SentencePiece tokenizer")
-    config = T5Config.from_pretrained(folder)
-    model = FlaxT5EncoderModel(config, dtype=dtype, _do_init=False)
+    settings = files.settings(t5_nn.T5Settings.from_config, config, "T5", folder)
+    module = t5_nn.T5Encoder(settings, dtype=dtype, param_dtype=dtype, implementation=attention)
     params = convert.load_params(
-        folder, "model", model.params_shape_tree, what="T5", naming="transformers", dtype=dtype, ignore=_UNUSED
+        folder, "model", module.shapes(), what="T5", naming="transformers", dtype=dtype, ignore=_UNUSED
     )
     return T5(
-        module=model.module,
+        module=module,
         params=params,
         tokenizer=T5TokenizerFast.from_pretrained(folder),
         dtype=dtype,
-        dim=config.d_model,
+        dim=settings.width,
         max_length=max_length,
     )
