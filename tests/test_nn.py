@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTextConfig, CLIPVisionConfig
 
-from regionedit_jax.nn import attention, clip, t5
+from regionedit_jax.nn import attention, clip, t5, vit
 from regionedit_jax.towers import clip as clip_tower
 from regionedit_jax.towers import files, tiny
 
@@ -191,3 +191,43 @@ def test_t5_padding_is_ignored_and_attention_sees_both_ways():
         hidden[:, :3], model.apply({"params": params}, ids.at[0, 4].set(9), mask)[:, :3], atol=1e-6
     )
     assert not np.allclose(hidden[:, 0], model.apply({"params": params}, ids.at[0, 2].set(9), mask)[:, 0])
+
+
+# ViT (DINO) -------------------------------------------------------------------------------------
+
+
+def test_vit_absent_fields_take_transformers_defaults():
+    from transformers import ViTConfig
+
+    reference, s = ViTConfig(), vit.ViTSettings.from_config({})
+    assert (s.width, s.mlp, s.depth, s.heads, s.image_size, s.patch_size, s.channels) == (
+        reference.hidden_size,
+        reference.intermediate_size,
+        reference.num_hidden_layers,
+        reference.num_attention_heads,
+        reference.image_size,
+        reference.patch_size,
+        reference.num_channels,
+    )
+    assert (s.qkv_bias, s.activation, s.eps) == (reference.qkv_bias, reference.hidden_act, reference.layer_norm_eps)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"hidden_act": "silu"}, r"hidden_act 'silu' is not supported"),
+        ({"qkv_bias": "yes"}, r"qkv_bias must be bool"),
+        ({"image_size": 100, "patch_size": 16}, r"image_size 100 is not a multiple of patch_size 16"),
+    ],
+)
+def test_vit_fields_it_cannot_honour_are_refused(change, message):
+    with pytest.raises(clip.SettingsError, match=message):
+        vit.ViTSettings.from_config(change)
+
+
+def test_vit_refuses_pixels_of_another_size():
+    model = vit.ViTModel(vit.ViTSettings(width=8, mlp=16, depth=1, heads=2, image_size=16, patch_size=8))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    assert model.apply({"params": params}, jnp.zeros((2, 16, 16, 3))).shape == (2, 5, 8)
+    with pytest.raises(ValueError, match=r"pixels must be \[B, 16, 16, 3\] \(NHWC\)"):
+        model.apply({"params": params}, jnp.zeros((1, 3, 16, 16)))

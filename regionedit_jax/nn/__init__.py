@@ -8,4 +8,5 @@ rename-and-transpose of ``towers.convert`` checked against ``jax.eval_shape`` of
   transformer.py  the pre-LayerNorm encoder of CLIP's text and vision towers
   clip.py         CLIP: settings read from config.json, text transformer, vision transformer, model
   t5.py           the T5 encoder: relative position buckets, RMS norms, ReLU or gated-GELU feed-forwards
+  vit.py          the ViT of transformers' ViTModel layout (DINO)
 """

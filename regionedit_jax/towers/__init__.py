@@ -1,5 +1,5 @@
-"""Frozen pretrained towers, loaded from Hugging Face folders (CLIP and T5 on the project's own
-``regionedit_jax.nn`` modules; DINO, the UNet and VAE on transformers/diffusers' Flax classes).
+"""Frozen pretrained towers, loaded from Hugging Face folders (CLIP, T5 and DINO on the project's
+own ``regionedit_jax.nn`` modules; the SD UNet and VAE on diffusers' Flax classes).
 
 One module per model, each with ``load(name_or_path, dtype=...)`` taking a Hugging Face
 hub id or a local folder in the HF layout, returning an object with pure, jittable apply

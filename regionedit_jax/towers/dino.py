@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from regionedit_jax import images as image_ops
+from regionedit_jax.nn import vit
+from regionedit_jax.nn.attention import Implementation
 from regionedit_jax.towers import convert, files
 
 DEFAULT = "facebook/dino-vits16"
@@ -26,7 +28,7 @@ _STD = (0.229, 0.224, 0.225)
 class Dino:
     """A loaded ViT. ``encode_image`` is pure: ``params`` is passed explicitly."""
 
-    module: Any  # transformers FlaxViTModule without the pooler
+    module: vit.ViTModel
     params: Any
     dtype: Any
     dim: int  # hidden size (384 for ViT-S/16)
@@ -40,27 +42,31 @@ class Dino:
         x = image_ops.standardize(images)
         x = image_ops.resize_center_crop(x, self.resize, self.image_size)
         x = image_ops.normalize(x, self.mean, self.std).astype(self.dtype)
-        hidden = self.module.apply({"params": params}, x, deterministic=True)[0]
+        hidden = self.module.apply({"params": params}, x)
         return hidden[:, 0].astype(jnp.float32)
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, resize: int | None = None) -> Dino:
+def load(
+    name_or_path: str | os.PathLike = DEFAULT,
+    dtype: Any = jnp.float32,
+    resize: int | None = None,
+    attention: Implementation = None,
+) -> Dino:
     """Loads a ViT from a hub id or a local folder in the transformers layout.
 
     The folder holds ``config.json`` (model_type "vit") and ``model.safetensors``
     (PyTorch layout; a pooler, if saved, is skipped); ``preprocessor_config.json`` is optional.
-    ``resize`` (the shorter side before the centre crop) defaults to 256/224 of the crop.
+    ``resize`` (the shorter side before the centre crop) defaults to 256/224 of the crop;
+    ``attention`` picks the attention kernel (``nn.attention``).
     """
-    from transformers import FlaxViTModel, ViTConfig
-
     folder = files.resolve(name_or_path, "DINO")
-    files.read_config(folder, "DINO", key="model_type", allowed=["vit"])
-    config = ViTConfig.from_pretrained(folder)
-    model = FlaxViTModel(config, dtype=dtype, _do_init=False, add_pooling_layer=False)
+    config = files.read_config(folder, "DINO", key="model_type", allowed=["vit"])
+    settings = files.settings(vit.ViTSettings.from_config, config, "DINO", folder)
+    module = vit.ViTModel(settings, dtype=dtype, param_dtype=dtype, implementation=attention)
     params = convert.load_params(
         folder,
         "model",
-        model.params_shape_tree,
+        module.shapes(),
         what="DINO",
         naming="transformers",
         dtype=dtype,
@@ -69,12 +75,12 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, re
     )
     mean, std = files.image_stats(folder, _MEAN, _STD)
     return Dino(
-        module=model.module,
+        module=module,
         params=params,
         dtype=dtype,
-        dim=config.hidden_size,
-        image_size=config.image_size,
-        resize=resize or round(config.image_size * 256 / 224),
+        dim=settings.width,
+        image_size=settings.image_size,
+        resize=resize or round(settings.image_size * 256 / 224),
         mean=mean,
         std=std,
     )

@@ -254,7 +254,11 @@ def write_t5(out: str, seed: int) -> None:
 
 
 def write_dino(out: str, seed: int) -> None:
-    from transformers import FlaxViTModel, ViTConfig
+    """Writes a random ViT folder in the ``ViTModel`` layout, pooler included (as transformers saves it)."""
+    import jax
+    from transformers import ViTConfig
+
+    from regionedit_jax.nn import vit
 
     config = ViTConfig(
         hidden_size=_WIDTH,
@@ -267,9 +271,12 @@ def write_dino(out: str, seed: int) -> None:
         architectures=["ViTModel"],
     )
     config.save_pretrained(out)
-    write_model(
-        out, random_params(FlaxViTModel(config, _do_init=False).params_shape_tree, seed), "transformers", "model"
+    shapes = vit.ViTModel(vit.ViTSettings.from_config(config.to_dict())).shapes()
+    pooler = {"dense": {"kernel": (_WIDTH, _WIDTH), "bias": (_WIDTH,)}}
+    shapes["pooler"] = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s, np.float32), pooler, is_leaf=lambda x: isinstance(x, tuple)
     )
+    write_model(out, random_params(shapes, seed), "transformers", "model")
     _write_json(
         os.path.join(out, "preprocessor_config.json"),
         {

@@ -1,0 +1,215 @@
+"""The ViT of transformers' ``ViTModel`` layout (DINO's checkpoints), in Flax.
+
+Settings come from a Hugging Face ``config.json`` (``model_type`` "vit") through
+``ViTSettings.from_config``; parameter names follow the PyTorch keys without the ``vit.``
+prefix (``encoder.layer.0.attention.attention.query``, ``layernorm_before``), so checkpoints load
+by the converter's generic rules. Pixels are NHWC. No pooler: the DINO metric reads the CLS token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from regionedit_jax.nn.attention import Implementation, dot_product_attention
+from regionedit_jax.nn.settings import SettingsError, field
+from regionedit_jax.nn.transformer import ACTIVATIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTSettings:
+    """The tower's shape (transformers' ``ViTConfig`` defaults: ViT-B/16 at 224)."""
+
+    width: int = 768
+    mlp: int = 3072
+    depth: int = 12
+    heads: int = 12
+    image_size: int = 224
+    patch_size: int = 16
+    channels: int = 3
+    qkv_bias: bool = True
+    activation: str = "gelu"
+    eps: float = 1e-12
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], where: str = "ViT config") -> ViTSettings:
+        d = cls()
+        out = cls(
+            width=field(config, "hidden_size", d.width, where),
+            mlp=field(config, "intermediate_size", d.mlp, where),
+            depth=field(config, "num_hidden_layers", d.depth, where),
+            heads=field(config, "num_attention_heads", d.heads, where),
+            image_size=field(config, "image_size", d.image_size, where),
+            patch_size=field(config, "patch_size", d.patch_size, where),
+            channels=field(config, "num_channels", d.channels, where),
+            qkv_bias=field(config, "qkv_bias", d.qkv_bias, where),
+            activation=field(config, "hidden_act", d.activation, where),
+            eps=field(config, "layer_norm_eps", d.eps, where),
+        )
+        if out.activation not in ACTIVATIONS:
+            raise SettingsError(
+                f"{where}: hidden_act {out.activation!r} is not supported; supported: {sorted(ACTIVATIONS)}"
+            )
+        if out.width % out.heads:
+            raise SettingsError(
+                f"{where}: hidden_size {out.width} is not a multiple of num_attention_heads {out.heads}"
+            )
+        if out.image_size % out.patch_size:
+            raise SettingsError(
+                f"{where}: image_size {out.image_size} is not a multiple of patch_size {out.patch_size}"
+            )
+        return out
+
+
+class _Dense(nn.Module):  # a Dense kept one level down, as the checkpoints name it ("output.dense")
+    features: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense")(x)
+
+
+class _Attention(nn.Module):  # layer.i.attention: "attention" (q, k, v) and "output" (dense)
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    implementation: Implementation = None
+
+    @nn.compact
+    def __call__(self, x):
+        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        b, length, _ = x.shape
+        qkv = _QKV(s, **kw, name="attention")(x)
+        out = dot_product_attention(*qkv, scale=1 / math.sqrt(s.width // s.heads), implementation=self.implementation)
+        return _Dense(s.width, **kw, name="output")(out.reshape(b, length, s.width))
+
+
+class _QKV(nn.Module):
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        s = self.settings
+        b, length, _ = x.shape
+        dense = lambda name: nn.Dense(  # noqa: E731
+            s.width, use_bias=s.qkv_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+        )
+        return tuple(dense(n)(x).reshape(b, length, s.heads, s.width // s.heads) for n in ("query", "key", "value"))
+
+
+class _Layer(nn.Module):
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    implementation: Implementation = None
+
+    @nn.compact
+    def __call__(self, x):
+        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = lambda name: nn.LayerNorm(epsilon=s.eps, name=name, **kw)  # noqa: E731
+        x = x + _Attention(s, implementation=self.implementation, name="attention", **kw)(norm("layernorm_before")(x))
+        h = ACTIVATIONS[s.activation](_Dense(s.mlp, name="intermediate", **kw)(norm("layernorm_after")(x)))
+        return x + _Dense(s.width, name="output", **kw)(h)
+
+
+class _Layers(nn.Module):  # encoder.layer: "0".."depth-1"
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    implementation: Implementation = None
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.settings.depth):
+            x = _Layer(self.settings, self.dtype, self.param_dtype, self.implementation, name=str(i))(x)
+        return x
+
+
+class _Encoder(nn.Module):
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    implementation: Implementation = None
+
+    @nn.compact
+    def __call__(self, x):
+        return _Layers(self.settings, self.dtype, self.param_dtype, self.implementation, name="layer")(x)
+
+
+class _Embeddings(nn.Module):
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixels):
+        s = self.settings
+        cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, s.width), self.param_dtype)
+        positions = self.param(
+            "position_embeddings", nn.initializers.normal(0.02), (1, s.grid**2 + 1, s.width), self.param_dtype
+        )
+        patches = _Projection(s, self.dtype, self.param_dtype, name="patch_embeddings")(pixels)
+        b = patches.shape[0]
+        tokens = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, s.width)), patches], axis=1)
+        return tokens + positions.astype(self.dtype)
+
+
+class _Projection(nn.Module):  # embeddings.patch_embeddings.projection
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixels):
+        s, p = self.settings, self.settings.patch_size
+        x = nn.Conv(
+            s.width,
+            (p, p),
+            strides=(p, p),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="projection",
+        )(pixels)
+        return x.reshape(x.shape[0], -1, s.width)
+
+
+class ViTModel(nn.Module):
+    """pixels [B, S, S, C] (normalised, S = image_size) -> hidden [B, 1 + N, W] after the final
+    LayerNorm (token 0 is the CLS)."""
+
+    settings: ViTSettings
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    implementation: Implementation = None
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if pixels.shape[1:] != (s.image_size, s.image_size, s.channels):
+            raise ValueError(
+                f"pixels must be [B, {s.image_size}, {s.image_size}, {s.channels}] (NHWC), got {pixels.shape}"
+            )
+        x = _Embeddings(s, name="embeddings", **kw)(pixels.astype(self.dtype))
+        x = _Encoder(s, implementation=self.implementation, name="encoder", **kw)(x)
+        return nn.LayerNorm(epsilon=s.eps, name="layernorm", **kw)(x)
+
+    def shapes(self) -> Any:
+        """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (nothing is initialised)."""
+        s = self.settings
+        pixels = jnp.zeros((1, s.image_size, s.image_size, s.channels), self.dtype)
+        return jax.eval_shape(lambda: self.init(jax.random.key(0), pixels))["params"]
