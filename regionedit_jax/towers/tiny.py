@@ -229,8 +229,35 @@ def write_clip(out: str, seed: int, config=None) -> None:
     )
 
 
+def _t5_with_decoder(encoder: dict[str, Any], vocab_size: int, width: int) -> dict[str, Any]:
+    """The parameter shapes of a whole ``T5ForConditionalGeneration`` from its encoder's: each
+    decoder block is the encoder block's self-attention, a cross-attention ("EncDecAttention") of
+    the same shapes, and its feed-forward; plus an untied ``lm_head``."""
+    import jax
+
+    decoder_blocks = {}
+    for i, block in encoder["encoder"]["block"].items():
+        attention, feed_forward = block["layer"]["0"], block["layer"]["1"]
+        cross = {k: v for k, v in attention["SelfAttention"].items() if k != "relative_attention_bias"}
+        decoder_blocks[i] = {
+            "layer": {
+                "0": attention,
+                "1": {"EncDecAttention": cross, "layer_norm": attention["layer_norm"]},
+                "2": feed_forward,
+            }
+        }
+    return {
+        **encoder,
+        "decoder": {"block": decoder_blocks, "final_layer_norm": encoder["encoder"]["final_layer_norm"]},
+        "lm_head": {"kernel": jax.ShapeDtypeStruct((width, vocab_size), np.float32)},
+    }
+
+
 def write_t5(out: str, seed: int) -> None:
-    from transformers import FlaxT5ForConditionalGeneration, T5Config
+    """Writes a random T5 folder: a whole encoder-decoder, as real checkpoints come."""
+    from transformers import T5Config
+
+    from regionedit_jax.nn import t5
 
     vocab = write_t5_tokenizer(out)
     config = T5Config(
@@ -249,8 +276,8 @@ def write_t5(out: str, seed: int) -> None:
         architectures=["T5ForConditionalGeneration"],
     )
     config.save_pretrained(out)
-    model = FlaxT5ForConditionalGeneration(config, _do_init=False)
-    write_model(out, random_params(model.params_shape_tree, seed), "transformers", "model")
+    encoder = t5.T5Encoder(t5.T5Settings.from_config(config.to_dict())).shapes()
+    write_model(out, random_params(_t5_with_decoder(encoder, vocab, _WIDTH), seed), "transformers", "model")
 
 
 def write_dino(out: str, seed: int) -> None:
