@@ -1,48 +1,27 @@
 """PyTorch-layout <-> Flax conversion: exact round trips for every tower kind, and clear errors."""
 
-import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
+from regionedit_jax.nn import clip, t5, unet, vae, vit
 from regionedit_jax.towers import convert, tiny
 
 
 def _shapes(kind):
+    """(parameter shapes of a small model of ``kind`` from the project's own modules, naming)."""
     if kind == "unet":
-        from diffusers import FlaxUNet2DConditionModel
-
-        return jax.eval_shape(
-            FlaxUNet2DConditionModel.from_config(tiny.UNET_CONFIG).init_weights, jax.random.key(0)
-        ), "diffusers"
+        return unet.UNet(unet.UNetSettings.from_config(tiny.UNET_CONFIG)).shapes(), "diffusers"
     if kind == "vae":
-        from diffusers import FlaxAutoencoderKL
-
-        return jax.eval_shape(
-            FlaxAutoencoderKL.from_config(tiny.VAE_CONFIG).init_weights, jax.random.key(0)
-        ), "diffusers"
-    from transformers import (
-        CLIPConfig,
-        FlaxCLIPModel,
-        FlaxT5ForConditionalGeneration,
-        FlaxViTModel,
-        T5Config,
-        ViTConfig,
-    )
-
+        return vae.AutoencoderKL(vae.VAESettings.from_config(tiny.VAE_CONFIG)).shapes(), "diffusers"
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    model = {
-        "clip": lambda: FlaxCLIPModel(
-            CLIPConfig(text_config=small, vision_config=dict(small, image_size=32, patch_size=8), projection_dim=16),
-            _do_init=False,
-        ),
-        "t5": lambda: FlaxT5ForConditionalGeneration(
-            T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, tie_word_embeddings=False),
-            _do_init=False,
-        ),
-        "vit": lambda: FlaxViTModel(ViTConfig(**small, image_size=32, patch_size=8), _do_init=False),
-    }[kind]()
-    return model.params_shape_tree, "transformers"
+    if kind == "clip":
+        config = {"text_config": small, "vision_config": dict(small, image_size=32, patch_size=8), "projection_dim": 16}
+        return clip.ClipModel(clip.ClipSettings.from_config(config)).shapes(), "transformers"
+    if kind == "t5":
+        settings = t5.T5Settings(vocab_size=64, width=32, head_dim=8, mlp=64, depth=2, heads=4)
+        return tiny.t5_with_decoder(t5.T5Encoder(settings).shapes(), 64, 32), "transformers"
+    return vit.ViTModel(vit.ViTSettings.from_config(dict(small, image_size=32, patch_size=8))).shapes(), "transformers"
 
 
 @pytest.mark.parametrize("kind", ["clip", "t5", "vit", "unet", "vae"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTextConfig, CLIPVisionConfig
 
-from regionedit_jax.nn import attention, clip, t5, vit
+from regionedit_jax.nn import attention, clip, t5, unet, vae, vit
 from regionedit_jax.towers import clip as clip_tower
 from regionedit_jax.towers import files, tiny
 
@@ -231,3 +231,119 @@ def test_vit_refuses_pixels_of_another_size():
     assert model.apply({"params": params}, jnp.zeros((2, 16, 16, 3))).shape == (2, 5, 8)
     with pytest.raises(ValueError, match=r"pixels must be \[B, 16, 16, 3\] \(NHWC\)"):
         model.apply({"params": params}, jnp.zeros((1, 3, 16, 16)))
+
+
+# SD UNet and VAE --------------------------------------------------------------------------------
+
+SD15_UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+SD2_UNET = {
+    **SD15_UNET,
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "use_linear_projection": True,
+}
+SD_VAE = {
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 512,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+
+
+def parameter_count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize(
+    "module, expected",
+    [
+        (lambda: unet.UNet(unet.UNetSettings.from_config(SD15_UNET)), 859_520_964),  # SD 1.x
+        (lambda: unet.UNet(unet.UNetSettings.from_config({**SD15_UNET, "in_channels": 9})), 859_535_364),  # inpainting
+        (lambda: unet.UNet(unet.UNetSettings.from_config(SD2_UNET)), 865_910_724),  # SD 2.x
+        (lambda: vae.AutoencoderKL(vae.VAESettings.from_config(SD_VAE)), 83_653_863),  # SD's VAE
+    ],
+    ids=["sd15_unet", "sd15_inpainting_unet", "sd2_unet", "sd_vae"],
+)
+def test_real_configs_build_the_published_parameter_counts(module, expected):
+    assert parameter_count(module().shapes()) == expected
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"},
+            r"mid_block_type='UNetMidBlock2DSimpleCrossAttn' is not built",
+        ),
+        ({"class_embed_type": "timestep"}, r"class_embed_type='timestep' is not built"),
+        ({"resnet_time_scale_shift": "scale_shift"}, r"resnet_time_scale_shift='scale_shift' is not built"),
+        ({"down_block_types": ["AttnDownBlock2D"] * 4}, r"down_block_types holds \['AttnDownBlock2D'"),
+        ({"attention_head_dim": [8, 8]}, r"attention_head_dim must be a positive int or a list of 4"),
+        ({"cross_attention_dim": [768, 768, 768, 768]}, r"cross_attention_dim must be one int"),
+        ({"block_out_channels": [320, 640]}, r"must have one entry per level"),
+        ({"norm_num_groups": 48}, r"multiple of its 8 attention heads and of norm_num_groups 48"),
+    ],
+)
+def test_unet_fields_it_does_not_build_are_refused(change, message):
+    with pytest.raises(clip.SettingsError, match=message):
+        unet.UNetSettings.from_config({**SD15_UNET, **change})
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"down_block_types": ["DownEncoderBlock2D"] * 3}, r"down_block_types must be 4 x 'DownEncoderBlock2D'"),
+        ({"shift_factor": 0.0609}, r"shift_factor=0.0609 is not built"),
+        ({"act_fn": "gelu"}, r"act_fn='gelu' is not built"),
+        ({"use_quant_conv": "no"}, r"use_quant_conv must be bool"),
+    ],
+)
+def test_vae_fields_it_does_not_build_are_refused(change, message):
+    with pytest.raises(clip.SettingsError, match=message):
+        vae.VAESettings.from_config({**SD_VAE, **change})
+
+
+def test_sd2_settings_and_timestep_embedding():
+    s = unet.UNetSettings.from_config(SD2_UNET)
+    assert s.heads == (5, 10, 20, 20) and s.linear_projection and s.cross_attention_dim == 1024
+    emb = unet.timestep_embedding(jnp.array([0, 10]), 8, flip_sin_to_cos=True, shift=0)
+    frequencies = np.exp(-np.log(10000.0) * np.arange(4) / 4)
+    np.testing.assert_allclose(emb[1], np.concatenate([np.cos(10 * frequencies), np.sin(10 * frequencies)]), rtol=1e-6)
+    np.testing.assert_allclose(emb[0], [1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_sd_folder_with_a_unet_field_it_does_not_build_names_the_file(tiny_bundle, tmp_path):
+    from regionedit_jax.towers import sd_inpaint
+
+    folder = tmp_path / "sd"
+    shutil.copytree(os.path.join(tiny_bundle, "sd_inpaint"), folder)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, "class_embed_type": "timestep"}))
+    with pytest.raises(files.TowerFilesError, match=r"class_embed_type='timestep' is not built.*unet.*config\.json"):
+        sd_inpaint.load(str(folder))

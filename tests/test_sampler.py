@@ -101,15 +101,33 @@ def test_guidance_one_is_the_conditional_prediction(sd_tower, plain, jitted, inp
     assert np.abs(np.asarray(other) - np.asarray(ref)).max() > 1e-3
 
 
+def _exact_geglu(next_fun, args, kwargs, context):
+    """A flax method interceptor: diffusers' ``FlaxGEGLU`` with the exact (erf) GELU that SD was
+    trained with (diffusers 0.39's Flax GEGLU calls the tanh approximation)."""
+    from diffusers.models.attention_flax import FlaxGEGLU
+
+    if not (isinstance(context.module, FlaxGEGLU) and context.method_name == "__call__"):
+        return next_fun(*args, **kwargs)
+    module, hidden_states = context.module, args[0]
+    hidden_linear, hidden_gelu = jnp.split(module.proj(hidden_states), 2, axis=-1)
+    return hidden_linear * jax.nn.gelu(hidden_gelu, approximate=False)
+
+
 def test_matches_the_diffusers_flax_pipeline(sd_tower, tiny_bundle, plain, inputs, monkeypatch):
-    """Blend off, same z_T: equal to ``FlaxStableDiffusionInpaintPipeline`` (diffusers 0.39).
+    """Blend off, same z_T: equal to ``FlaxStableDiffusionInpaintPipeline`` (diffusers 0.39) with
+    diffusers' own Flax UNet, VAE and transformers' text encoder on the same weights.
 
     Differences made fair: the pipeline samples the masked image's VAE posterior with a key,
-    the sampler uses its mean, so the pipeline's sample is patched to the mean; the pipeline
-    runs inside the exact-GELU interceptor the tower's UNet uses; its guidance scale is passed
-    as a 0-d array (a Python float becomes a [B] vector that broadcasts against the width).
+    the sampler uses its mean, so the pipeline's sample is patched to the mean; the pipeline's
+    GEGLU gets the exact GELU (an interceptor); its guidance scale is passed as a 0-d array (a
+    Python float becomes a [B] vector that broadcasts against the width).
     """
-    from diffusers import FlaxDDIMScheduler, FlaxStableDiffusionInpaintPipeline
+    from diffusers import (
+        FlaxAutoencoderKL,
+        FlaxDDIMScheduler,
+        FlaxStableDiffusionInpaintPipeline,
+        FlaxUNet2DConditionModel,
+    )
     from diffusers.models import vae_flax
     from transformers import CLIPTextConfig, FlaxCLIPTextModel
 
@@ -120,11 +138,15 @@ def test_matches_the_diffusers_flax_pipeline(sd_tower, tiny_bundle, plain, input
     text_encoder = FlaxCLIPTextModel(
         CLIPTextConfig.from_pretrained(os.path.join(folder, "text_encoder")), _do_init=False
     )
+    library = {}
+    for sub, cls in (("unet", FlaxUNet2DConditionModel), ("vae", FlaxAutoencoderKL)):
+        with open(os.path.join(folder, sub, "config.json")) as f:
+            library[sub] = cls.from_config(json.load(f))
     pipe = FlaxStableDiffusionInpaintPipeline(
-        vae=sd_tower.vae_module,
+        vae=library["vae"],
         text_encoder=text_encoder,
         tokenizer=sd_tower.tokenizer,
-        unet=sd_tower.unet_module,
+        unet=library["unet"],
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -135,7 +157,7 @@ def test_matches_the_diffusers_flax_pipeline(sd_tower, tiny_bundle, plain, input
     # The pipeline's prepare_inputs on arrays: NCHW, [-1, 1], masked pixels set to 0.
     mask_nchw = jnp.asarray(masks.transpose(0, 3, 1, 2))
     masked_nchw = jnp.asarray((images * 2 - 1).transpose(0, 3, 1, 2)) * (mask_nchw < 0.5)
-    with nn.intercept_methods(sd_inpaint._exact_geglu):
+    with nn.intercept_methods(_exact_geglu):
         ref = pipe(
             jnp.asarray(ids),
             mask_nchw,

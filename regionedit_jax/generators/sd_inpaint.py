@@ -109,7 +109,7 @@ class InpaintSampler:
         self.schedule = ddim_schedule(sd.schedule, options.num_steps)
         self.uncond_ids = np.asarray(sd.tokenize([""]))  # [1, 77]
         # The Flax UNet cannot crop odd skip connections: latents must halve evenly at every level.
-        levels = len(getattr(sd.unet_module, "block_out_channels", (0,))) - 1
+        levels = len(sd.unet_module.settings.channels) - 1
         self.multiple = sd.vae_factor * 2**levels  # pixels; 64 for SD 1.x / 2.x
 
     @functools.cached_property

@@ -9,4 +9,7 @@ rename-and-transpose of ``towers.convert`` checked against ``jax.eval_shape`` of
   clip.py         CLIP: settings read from config.json, text transformer, vision transformer, model
   t5.py           the T5 encoder: relative position buckets, RMS norms, ReLU or gated-GELU feed-forwards
   vit.py          the ViT of transformers' ViTModel layout (DINO)
+  conv_blocks.py  the ResNet block, down- and upsampling of SD's UNet and VAE
+  unet.py         SD's UNet2DConditionModel (SD 1.x and 2.x)
+  vae.py          SD's AutoencoderKL
 """

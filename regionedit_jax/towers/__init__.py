@@ -1,5 +1,5 @@
-"""Frozen pretrained towers, loaded from Hugging Face folders (CLIP, T5 and DINO on the project's
-own ``regionedit_jax.nn`` modules; the SD UNet and VAE on diffusers' Flax classes).
+"""Frozen pretrained towers, loaded from Hugging Face folders onto the project's own Flax modules
+(``regionedit_jax.nn``): no transformers or diffusers model class is used at run time.
 
 One module per model, each with ``load(name_or_path, dtype=...)`` taking a Hugging Face
 hub id or a local folder in the HF layout, returning an object with pure, jittable apply
@@ -12,11 +12,3 @@ functions. Images cross this boundary as NHWC floats in [0, 1] of any size.
   tiny        writes tiny random towers in the same layouts, for tests and offline demos
   convert     PyTorch-layout weights <-> Flax params
 """
-
-import os as _os
-
-# transformers 4.57 and diffusers 0.39 are the last releases with Flax classes and warn
-# about it on every model built; the project pins them on purpose. Both libraries read
-# these variables when first imported; a user's own setting wins.
-_os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-_os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

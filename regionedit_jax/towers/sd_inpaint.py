@@ -24,10 +24,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from regionedit_jax import images as image_ops
 from regionedit_jax.nn import clip as clip_nn
+from regionedit_jax.nn import unet as unet_nn
+from regionedit_jax.nn import vae as vae_nn
 from regionedit_jax.nn.attention import Implementation
 from regionedit_jax.towers import convert, files, text
 
@@ -77,8 +78,8 @@ class NoiseSchedule:
 class SDInpaint:
     """A loaded inpainting pipeline. ``params`` holds ``unet``, ``vae`` and ``text_encoder``."""
 
-    unet_module: Any  # diffusers FlaxUNet2DConditionModel
-    vae_module: Any  # diffusers FlaxAutoencoderKL
+    unet_module: unet_nn.UNet
+    vae_module: vae_nn.AutoencoderKL
     text_module: clip_nn.ClipTextModel
     params: dict[str, Any]
     tokenizer: Any
@@ -101,13 +102,9 @@ class SDInpaint:
 
     def unet(self, params, latents: jax.Array, timesteps: jax.Array, text_emb: jax.Array) -> jax.Array:
         """[B, h, w, 9] (noisy latents | mask | masked-image latents), [B] steps, [B, L, C] -> [B, h, w, 4]."""
-        x = jnp.transpose(latents.astype(self.dtype), (0, 3, 1, 2))
-        t = jnp.broadcast_to(jnp.asarray(timesteps, jnp.int32), (x.shape[0],))
-        with nn.intercept_methods(_exact_geglu):
-            out = self.unet_module.apply(
-                {"params": params["unet"]}, x, t, text_emb.astype(self.dtype), train=False
-            ).sample
-        return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.float32)
+        t = jnp.broadcast_to(jnp.asarray(timesteps, jnp.int32), (latents.shape[0],))
+        out = self.unet_module.apply({"params": params["unet"]}, latents, t, text_emb)
+        return out.astype(jnp.float32)
 
     def _check_size(self, h: int, w: int, what: str) -> None:
         if h % self.vae_factor or w % self.vae_factor:
@@ -123,35 +120,16 @@ class SDInpaint:
         """
         x = image_ops.standardize(images)
         self._check_size(x.shape[1], x.shape[2], "image")
-        x = jnp.transpose(x * 2.0 - 1.0, (0, 3, 1, 2)).astype(self.dtype)
-        dist = self.vae_module.apply({"params": params["vae"]}, x, method=self.vae_module.encode).latent_dist
+        dist = self.vae_module.apply({"params": params["vae"]}, x * 2.0 - 1.0, method=self.vae_module.encode)
         z = dist.mean if rng is None else dist.sample(rng)
         return z.astype(jnp.float32) * self.scaling_factor
 
     def vae_decode(self, params, latents: jax.Array) -> jax.Array:
         """Scaled latents [B, h, w, 4] -> images [B, h*f, w*f, 3] clipped to [0, 1]."""
-        z = (latents / self.scaling_factor).astype(self.dtype)  # NHWC: decode keeps channels last
-        x = self.vae_module.apply({"params": params["vae"]}, z, method=self.vae_module.decode).sample
-        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32)
+        x = self.vae_module.apply(
+            {"params": params["vae"]}, latents / self.scaling_factor, method=self.vae_module.decode
+        ).astype(jnp.float32)
         return jnp.clip(x / 2.0 + 0.5, 0.0, 1.0)
-
-
-def _exact_geglu(next_fun, args, kwargs, context):
-    """A flax method interceptor: diffusers' ``FlaxGEGLU`` with the exact (erf) GELU.
-
-    diffusers 0.39's Flax GEGLU calls ``flax.linen.gelu``, the tanh approximation; the
-    PyTorch ``GEGLU`` that SD was trained with uses the exact one. Other modules pass through.
-    """
-    from diffusers.models.attention_flax import FlaxGEGLU
-
-    if not (isinstance(context.module, FlaxGEGLU) and context.method_name == "__call__"):
-        return next_fun(*args, **kwargs)
-    module, hidden_states = context.module, args[0]
-    deterministic = kwargs.get("deterministic", args[1] if len(args) > 1 else True)
-    hidden_linear, hidden_gelu = jnp.split(module.proj(hidden_states), 2, axis=-1)
-    return module.dropout_layer(
-        hidden_linear * jax.nn.gelu(hidden_gelu, approximate=False), deterministic=deterministic
-    )
 
 
 def _read_json(path: str, what: str) -> dict[str, Any]:
@@ -162,14 +140,16 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
         raise files.TowerFilesError(f"{what}: {path!r} is not valid JSON ({e}).") from None
 
 
-def _diffusers_model(folder: str, sub: str, cls, allowed: list[str], dtype) -> tuple[Any, Any]:
-    what = f"SD inpainting {sub}/"
-    sub_dir = os.path.join(folder, sub)
-    config = files.read_config(sub_dir, what, key="_class_name", allowed=allowed)
-    model = cls.from_config(config, dtype=dtype)
-    target = jax.eval_shape(model.init_weights, jax.random.key(0))
-    params = convert.load_params(sub_dir, "diffusion_pytorch_model", target, what=what, naming="diffusers", dtype=dtype)
-    return model, params
+def _weights(folder: str, sub: str, module: Any, dtype) -> Any:
+    """``module``'s params from ``folder/sub``'s PyTorch-layout weights."""
+    return convert.load_params(
+        os.path.join(folder, sub),
+        "diffusion_pytorch_model",
+        module.shapes(),
+        what=f"SD inpainting {sub}/",
+        naming="diffusers",
+        dtype=dtype,
+    )
 
 
 def load(
@@ -177,8 +157,7 @@ def load(
 ) -> SDInpaint:
     """Loads an SD inpainting pipeline folder (diffusers layout) or hub id, without torch.
 
-    ``attention`` picks the text encoder's attention kernel (``nn.attention``)."""
-    from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
+    ``attention`` picks the attention kernel of the UNet, VAE and text encoder (``nn.attention``)."""
     from transformers import CLIPTokenizer
 
     what = "SD inpainting"
@@ -192,8 +171,14 @@ def load(
             f"{what}: unet/ takes {unet_config.get('in_channels')} input channels; an inpainting UNet "
             "takes 9 (noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?"
         )
-    unet, unet_params = _diffusers_model(folder, "unet", FlaxUNet2DConditionModel, ["UNet2DConditionModel"], dtype)
-    vae, vae_params = _diffusers_model(folder, "vae", FlaxAutoencoderKL, ["AutoencoderKL"], dtype)
+    kw = dict(dtype=dtype, param_dtype=dtype, implementation=attention)
+    unet_dir, vae_dir = os.path.join(folder, "unet"), os.path.join(folder, "vae")
+    unet = unet_nn.UNet(files.settings(unet_nn.UNetSettings.from_config, unet_config, f"{what} unet/", unet_dir), **kw)
+    vae_config = files.read_config(vae_dir, f"{what} vae/", key="_class_name", allowed=["AutoencoderKL"])
+    vae = vae_nn.AutoencoderKL(
+        files.settings(vae_nn.VAESettings.from_config, vae_config, f"{what} vae/", vae_dir), **kw
+    )
+    unet_params, vae_params = _weights(folder, "unet", unet, dtype), _weights(folder, "vae", vae, dtype)
 
     text_dir = os.path.join(folder, "text_encoder")
     text_what = f"{what} text_encoder/"
@@ -223,9 +208,9 @@ def load(
         tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
         schedule=NoiseSchedule.from_config(_read_json(sched_path, f"{what} scheduler/")),
         dtype=dtype,
-        scaling_factor=float(vae.config.get("scaling_factor", 0.18215)),
-        vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
-        latent_channels=int(vae.config.latent_channels),
+        scaling_factor=vae.settings.scaling_factor,
+        vae_factor=vae.settings.factor,
+        latent_channels=vae.settings.latent_channels,
         text_dim=text_settings.width,
         max_length=text_settings.max_length,
     )

@@ -229,7 +229,7 @@ def write_clip(out: str, seed: int, config=None) -> None:
     )
 
 
-def _t5_with_decoder(encoder: dict[str, Any], vocab_size: int, width: int) -> dict[str, Any]:
+def t5_with_decoder(encoder: dict[str, Any], vocab_size: int, width: int) -> dict[str, Any]:
     """The parameter shapes of a whole ``T5ForConditionalGeneration`` from its encoder's: each
     decoder block is the encoder block's self-attention, a cross-attention ("EncDecAttention") of
     the same shapes, and its feed-forward; plus an untied ``lm_head``."""
@@ -277,7 +277,7 @@ def write_t5(out: str, seed: int) -> None:
     )
     config.save_pretrained(out)
     encoder = t5.T5Encoder(t5.T5Settings.from_config(config.to_dict())).shapes()
-    write_model(out, random_params(_t5_with_decoder(encoder, vocab, _WIDTH), seed), "transformers", "model")
+    write_model(out, random_params(t5_with_decoder(encoder, vocab, _WIDTH), seed), "transformers", "model")
 
 
 def write_dino(out: str, seed: int) -> None:
@@ -369,11 +369,10 @@ SCHEDULER_CONFIG = {
 
 
 def write_sd_inpaint(out: str, seed: int) -> None:
-    import jax
-    from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
     from transformers import CLIPTextConfig
 
     from regionedit_jax.nn import clip as clip_nn
+    from regionedit_jax.nn import unet, vae
 
     version = {"_diffusers_version": "0.39.0"}
     _write_json(
@@ -391,9 +390,13 @@ def write_sd_inpaint(out: str, seed: int) -> None:
             "vae": ["diffusers", "AutoencoderKL"],
         },
     )
-    for sub, cls, config in (("unet", FlaxUNet2DConditionModel, UNET_CONFIG), ("vae", FlaxAutoencoderKL, VAE_CONFIG)):
+    modules = {
+        "unet": unet.UNet(unet.UNetSettings.from_config(UNET_CONFIG)),
+        "vae": vae.AutoencoderKL(vae.VAESettings.from_config(VAE_CONFIG)),
+    }
+    for sub, config in (("unet", UNET_CONFIG), ("vae", VAE_CONFIG)):
         _write_json(os.path.join(out, sub, "config.json"), {**config, **version})
-        shapes = jax.eval_shape(cls.from_config(config).init_weights, jax.random.key(0))
+        shapes = modules[sub].shapes()
         write_model(
             os.path.join(out, sub), random_params(shapes, seed + hash_name(sub)), "diffusers", "diffusion_pytorch_model"
         )
