@@ -79,7 +79,7 @@ def test_attention_kernel_is_a_config_value(tiny_bundle):
         attention.dot_product_attention(*(jnp.zeros((1, 2, 1, 4)),) * 3, implementation="flash")
     default = clip_tower.load(os.path.join(tiny_bundle, "clip"))
     xla = clip_tower.load(os.path.join(tiny_bundle, "clip"), attention="xla")
-    assert xla.module.implementation == "xla"
+    assert xla.module.compute.attention == "xla"
     ids, mask = default.tokenize(["a red circle", "make the square blue"])
     np.testing.assert_allclose(
         xla.encode_text(xla.params, ids, mask), default.encode_text(default.params, ids, mask), atol=1e-6

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from regionedit_jax.nn.attention import Implementation
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.settings import SettingsError, field
 from regionedit_jax.nn.transformer import ACTIVATIONS, Encoder
 
@@ -123,15 +123,17 @@ class ClipSettings:
 
 class _TextEmbeddings(nn.Module):
     settings: TextSettings
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
         s = self.settings
-        tokens = nn.Embed(s.vocab_size, s.width, param_dtype=self.param_dtype, name="token_embedding")(input_ids)
-        return tokens + nn.Embed(s.max_length, s.width, param_dtype=self.param_dtype, name="position_embedding")(
-            position_ids
+        tokens = nn.Embed(s.vocab_size, s.width, param_dtype=self.compute.param_dtype, name="token_embedding")(
+            input_ids
         )
+        return tokens + nn.Embed(
+            s.max_length, s.width, param_dtype=self.compute.param_dtype, name="position_embedding"
+        )(position_ids)
 
 
 class TextTransformer(nn.Module):
@@ -139,9 +141,7 @@ class TextTransformer(nn.Module):
     (hidden [B, L, W] after the final LayerNorm, pooled [B, W] at the end-of-text token)."""
 
     settings: TextSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(
@@ -153,22 +153,12 @@ class TextTransformer(nn.Module):
             raise ValueError(f"{length} text tokens; this CLIP takes at most {s.max_length}")
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(length), (b, length))
-        x = _TextEmbeddings(s, self.param_dtype, name="embeddings")(input_ids, position_ids).astype(self.dtype)
+        x = _TextEmbeddings(s, self.compute, name="embeddings")(input_ids, position_ids).astype(self.compute.dtype)
         mask = jnp.tril(jnp.ones((length, length), bool))[None, None]  # [1, 1, L, L]
         if attention_mask is not None:
             mask = mask & (attention_mask[:, None, None, :] > 0)
-        x = Encoder(
-            s.depth,
-            s.heads,
-            s.mlp,
-            s.activation,
-            s.eps,
-            self.dtype,
-            self.param_dtype,
-            self.implementation,
-            name="encoder",
-        )(x, mask)
-        x = nn.LayerNorm(epsilon=s.eps, dtype=self.dtype, param_dtype=self.param_dtype, name="final_layer_norm")(x)
+        x = Encoder(s.depth, s.heads, s.mlp, s.activation, s.eps, self.compute, name="encoder")(x, mask)
+        x = nn.LayerNorm(epsilon=s.eps, **self.compute.kw, name="final_layer_norm")(x)
         if s.eos_token_id == 2:  # legacy configs: the end-of-text token has the highest id
             eos = jnp.argmax(input_ids, axis=-1)
         else:
@@ -178,12 +168,12 @@ class TextTransformer(nn.Module):
 
 class _VisionEmbeddings(nn.Module):
     settings: VisionSettings
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
         s = self.settings
-        cls = self.param("class_embedding", nn.initializers.normal(1.0), (s.width,), self.param_dtype)
+        cls = self.param("class_embedding", nn.initializers.normal(1.0), (s.width,), self.compute.param_dtype)
         p = s.patch_size
         patches = nn.Conv(
             s.width,
@@ -192,14 +182,14 @@ class _VisionEmbeddings(nn.Module):
             padding="VALID",
             use_bias=False,
             dtype=pixels.dtype,
-            param_dtype=self.param_dtype,
+            param_dtype=self.compute.param_dtype,
             name="patch_embedding",
         )(pixels)  # [B, g, g, W]
         b = patches.shape[0]
         tokens = jnp.concatenate(
             [jnp.broadcast_to(cls.astype(patches.dtype), (b, 1, s.width)), patches.reshape(b, -1, s.width)], axis=1
         )
-        positions = nn.Embed(s.grid**2 + 1, s.width, param_dtype=self.param_dtype, name="position_embedding")
+        positions = nn.Embed(s.grid**2 + 1, s.width, param_dtype=self.compute.param_dtype, name="position_embedding")
         return tokens + positions(jnp.arange(s.grid**2 + 1))[None]
 
 
@@ -208,18 +198,14 @@ class VisionTransformer(nn.Module):
     post-LayerNorm, pooled [B, W] = post-LayerNorm of the class token)."""
 
     settings: VisionSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     def setup(self) -> None:
         s = self.settings
-        self.embeddings = _VisionEmbeddings(s, self.param_dtype)
-        self.pre_layrnorm = nn.LayerNorm(epsilon=s.eps, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = Encoder(
-            s.depth, s.heads, s.mlp, s.activation, s.eps, self.dtype, self.param_dtype, self.implementation
-        )
-        self.post_layernorm = nn.LayerNorm(epsilon=s.eps, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.embeddings = _VisionEmbeddings(s, self.compute)
+        self.pre_layrnorm = nn.LayerNorm(epsilon=s.eps, **self.compute.kw)
+        self.encoder = Encoder(s.depth, s.heads, s.mlp, s.activation, s.eps, self.compute)
+        self.post_layernorm = nn.LayerNorm(epsilon=s.eps, **self.compute.kw)
 
     def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
         s = self.settings
@@ -227,7 +213,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(
                 f"pixels must be [B, {s.image_size}, {s.image_size}, {s.channels}] (NHWC), got {pixels.shape}"
             )
-        x = self.encoder(self.pre_layrnorm(self.embeddings(pixels.astype(self.dtype))))
+        x = self.encoder(self.pre_layrnorm(self.embeddings(pixels.astype(self.compute.dtype))))
         return x, self.post_layernorm(x[:, 0])
 
 
@@ -235,17 +221,15 @@ class ClipModel(nn.Module):
     """Both towers and their projections into the joint space (``projection_dim``)."""
 
     settings: ClipSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     def setup(self) -> None:
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.text_model = TextTransformer(s.text, implementation=self.implementation, **kw)
-        self.vision_model = VisionTransformer(s.vision, implementation=self.implementation, **kw)
+        s, kw = self.settings, self.compute.kw
+        self.text_model = TextTransformer(s.text, compute=self.compute)
+        self.vision_model = VisionTransformer(s.vision, compute=self.compute)
         self.text_projection = nn.Dense(s.projection_dim, use_bias=False, **kw)
         self.visual_projection = nn.Dense(s.projection_dim, use_bias=False, **kw)
-        self.logit_scale = self.param("logit_scale", nn.initializers.constant(2.6592), (), self.param_dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(2.6592), (), self.compute.param_dtype)
 
     def __call__(
         self, input_ids: jax.Array, attention_mask: jax.Array, pixels: jax.Array
@@ -259,7 +243,7 @@ class ClipModel(nn.Module):
         """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (nothing is initialised)."""
         s = self.settings
         ids = jnp.zeros((batch, s.text.max_length), jnp.int32)
-        pixels = jnp.zeros((batch, s.vision.image_size, s.vision.image_size, s.vision.channels), self.dtype)
+        pixels = jnp.zeros((batch, s.vision.image_size, s.vision.image_size, s.vision.channels), self.compute.dtype)
         return jax.eval_shape(lambda: self.init(jax.random.key(0), ids, ids, pixels))["params"]
 
 
@@ -267,12 +251,10 @@ class ClipTextModel(nn.Module):
     """The text tower alone (SD's text encoder): ids [B, L] -> hidden [B, L, W]."""
 
     settings: TextSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     def setup(self) -> None:
-        self.text_model = TextTransformer(self.settings, self.dtype, self.param_dtype, self.implementation)
+        self.text_model = TextTransformer(self.settings, self.compute)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         return self.text_model(input_ids, attention_mask)[0]

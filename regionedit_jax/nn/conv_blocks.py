@@ -12,23 +12,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def group_norm(groups: int, eps: float, name: str, dtype: Any, param_dtype: Any) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=groups, epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name)
+from regionedit_jax.nn.compute import Compute
 
 
-def conv(features: int, kernel: int, name: str, dtype: Any, param_dtype: Any, stride: int = 1, padding: Any = "SAME"):
+def group_norm(groups: int, eps: float, name: str, compute: Compute) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=groups, epsilon=eps, name=name, **compute.kw)
+
+
+def conv(features: int, kernel: int, name: str, compute: Compute, stride: int = 1, padding: Any = "SAME") -> nn.Conv:
+    """A ``kernel`` x ``kernel`` convolution; "SAME" pads kernel // 2 on each side, as PyTorch's."""
     if padding == "SAME":
         padding = ((kernel // 2, kernel // 2),) * 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=padding,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-    )
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding, name=name, **compute.kw)
 
 
 class ResnetBlock(nn.Module):
@@ -40,18 +35,21 @@ class ResnetBlock(nn.Module):
     groups: int = 32
     eps: float = 1e-5
     output_scale: float = 1.0
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array | None = None) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = conv(self.features, 3, "conv1", **kw)(nn.silu(group_norm(self.groups, self.eps, "norm1", **kw)(x)))
+        kw = self.compute.kw
+        h = conv(self.features, 3, "conv1", self.compute)(
+            nn.silu(group_norm(self.groups, self.eps, "norm1", self.compute)(x))
+        )
         if temb is not None:
             h = h + nn.Dense(self.features, name="time_emb_proj", **kw)(nn.silu(temb))[:, None, None, :]
-        h = conv(self.features, 3, "conv2", **kw)(nn.silu(group_norm(self.groups, self.eps, "norm2", **kw)(h)))
+        h = conv(self.features, 3, "conv2", self.compute)(
+            nn.silu(group_norm(self.groups, self.eps, "norm2", self.compute)(h))
+        )
         if x.shape[-1] != self.features:
-            x = conv(self.features, 1, "conv_shortcut", **kw)(x)
+            x = conv(self.features, 1, "conv_shortcut", self.compute)(x)
         return (x + h) / self.output_scale
 
 
@@ -61,23 +59,21 @@ class Downsample(nn.Module):
 
     features: int
     padding: int = 1
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = ((self.padding, self.padding),) * 2 if self.padding else ((0, 1), (0, 1))
-        return conv(self.features, 3, "conv", self.dtype, self.param_dtype, stride=2, padding=pad)(x)
+        return conv(self.features, 3, "conv", self.compute, stride=2, padding=pad)(x)
 
 
 class Upsample(nn.Module):
     """Nearest-neighbour 2x, then a 3x3 conv. [B, H, W, C] -> [B, 2H, 2W, C]."""
 
     features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return conv(self.features, 3, "conv", self.dtype, self.param_dtype)(x)
+        return conv(self.features, 3, "conv", self.compute)(x)

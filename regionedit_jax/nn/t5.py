@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from regionedit_jax.nn.attention import Implementation, dot_product_attention
+from regionedit_jax.nn.attention import dot_product_attention
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.settings import SettingsError, field
 
 # feed_forward_proj -> (gated, activation); transformers reads "gated-gelu" as the tanh GELU.
@@ -95,23 +96,20 @@ class RmsNorm(nn.Module):
     """T5's LayerNorm: x / rms(x) * weight, no mean and no bias, in float32. [..., W] -> [..., W]."""
 
     eps: float
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), self.compute.param_dtype)
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-        return (weight.astype(jnp.float32) * x32).astype(self.dtype)
+        return (weight.astype(jnp.float32) * x32).astype(self.compute.dtype)
 
 
 class _SelfAttention(nn.Module):
     settings: T5Settings
     relative_bias: bool  # the first block owns the relative-position embedding
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -119,28 +117,27 @@ class _SelfAttention(nn.Module):
         b, length, _ = x.shape
         inner = s.heads * s.head_dim
         dense = lambda n, name: nn.Dense(  # noqa: E731
-            n, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+            n, use_bias=False, **self.compute.kw, name=name
         )
         q, k, v = (dense(inner, n)(x).reshape(b, length, s.heads, s.head_dim) for n in ("q", "k", "v"))
         if self.relative_bias:
-            table = nn.Embed(s.buckets, s.heads, param_dtype=self.param_dtype, name="relative_attention_bias")
+            table = nn.Embed(s.buckets, s.heads, param_dtype=self.compute.param_dtype, name="relative_attention_bias")
             bias = table(jnp.asarray(relative_buckets(length, s.buckets, s.max_distance)))  # [L, L, H]
-            bias = jnp.transpose(bias, (2, 0, 1))[None].astype(self.dtype)  # [1, H, L, L]
-        out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0, implementation=self.implementation)
+            bias = jnp.transpose(bias, (2, 0, 1))[None].astype(self.compute.dtype)  # [1, H, L, L]
+        out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0, implementation=self.compute.attention)
         return dense(s.width, "o")(out.reshape(b, length, inner)), bias
 
 
 class _FeedForward(nn.Module):
     settings: T5Settings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.settings
         gated, act = _FEED_FORWARDS[s.feed_forward]
         dense = lambda n, name: nn.Dense(  # noqa: E731
-            n, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+            n, use_bias=False, **self.compute.kw, name=name
         )
         h = act(dense(s.mlp, "wi_0")(x)) * dense(s.mlp, "wi_1")(x) if gated else act(dense(s.mlp, "wi")(x))
         return dense(s.width, "wo")(h)
@@ -149,108 +146,85 @@ class _FeedForward(nn.Module):
 class _AttentionLayer(nn.Module):  # block.i.layer.0
     settings: T5Settings
     relative_bias: bool
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, mask, bias):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = RmsNorm(self.settings.eps, name="layer_norm", **kw)(x)
-        y, bias = _SelfAttention(
-            self.settings, self.relative_bias, implementation=self.implementation, name="SelfAttention", **kw
-        )(y, mask, bias)
+        y = RmsNorm(self.settings.eps, name="layer_norm", compute=self.compute)(x)
+        y, bias = _SelfAttention(self.settings, self.relative_bias, name="SelfAttention", compute=self.compute)(
+            y, mask, bias
+        )
         return x + y, bias
 
 
 class _FeedForwardLayer(nn.Module):  # block.i.layer.1
     settings: T5Settings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        return x + _FeedForward(self.settings, name="DenseReluDense", **kw)(
-            RmsNorm(self.settings.eps, name="layer_norm", **kw)(x)
+        return x + _FeedForward(self.settings, name="DenseReluDense", compute=self.compute)(
+            RmsNorm(self.settings.eps, name="layer_norm", compute=self.compute)(x)
         )
 
 
 class _BlockLayers(nn.Module):  # block.i.layer: "0" attention, "1" feed-forward
     settings: T5Settings
     relative_bias: bool
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, mask, bias):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x, bias = _AttentionLayer(
-            self.settings, self.relative_bias, implementation=self.implementation, name="0", **kw
-        )(x, mask, bias)
-        return _FeedForwardLayer(self.settings, name="1", **kw)(x), bias
+        x, bias = _AttentionLayer(self.settings, self.relative_bias, name="0", compute=self.compute)(x, mask, bias)
+        return _FeedForwardLayer(self.settings, name="1", compute=self.compute)(x), bias
 
 
 class _Block(nn.Module):  # encoder.block.i
     settings: T5Settings
     relative_bias: bool
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, mask, bias):
-        return _BlockLayers(
-            self.settings, self.relative_bias, self.dtype, self.param_dtype, self.implementation, name="layer"
-        )(x, mask, bias)
+        return _BlockLayers(self.settings, self.relative_bias, self.compute, name="layer")(x, mask, bias)
 
 
 class _Blocks(nn.Module):  # encoder.block: "0".."depth-1"; the first owns the relative bias
     settings: T5Settings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, mask):
         bias = None
         for i in range(self.settings.depth):
-            x, bias = _Block(self.settings, i == 0, self.dtype, self.param_dtype, self.implementation, name=str(i))(
-                x, mask, bias
-            )
+            x, bias = _Block(self.settings, i == 0, self.compute, name=str(i))(x, mask, bias)
         return x
 
 
 class _Stack(nn.Module):  # encoder
     settings: T5Settings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, mask):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = _Blocks(self.settings, implementation=self.implementation, name="block", **kw)(x, mask)
-        return RmsNorm(self.settings.eps, name="final_layer_norm", **kw)(x)
+        x = _Blocks(self.settings, name="block", compute=self.compute)(x, mask)
+        return RmsNorm(self.settings.eps, name="final_layer_norm", compute=self.compute)(x)
 
 
 class T5Encoder(nn.Module):
     """ids [B, L], mask [B, L] (1 = token) -> hidden [B, L, d_model] after the final norm."""
 
     settings: T5Settings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     def setup(self) -> None:
         s = self.settings
-        self.shared = nn.Embed(s.vocab_size, s.width, param_dtype=self.param_dtype)
-        self.encoder = _Stack(s, self.dtype, self.param_dtype, self.implementation)
+        self.shared = nn.Embed(s.vocab_size, s.width, param_dtype=self.compute.param_dtype)
+        self.encoder = _Stack(s, self.compute)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         mask = None if attention_mask is None else (attention_mask[:, None, None, :] > 0)
-        return self.encoder(self.shared(input_ids).astype(self.dtype), mask)
+        return self.encoder(self.shared(input_ids).astype(self.compute.dtype), mask)
 
     def shapes(self, length: int = 8) -> Any:
         """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (nothing is initialised)."""

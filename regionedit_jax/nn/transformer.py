@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from regionedit_jax.nn.attention import Implementation, dot_product_attention
+from regionedit_jax.nn.attention import dot_product_attention
+from regionedit_jax.nn.compute import Compute
 
 
 def quick_gelu(x: jax.Array) -> jax.Array:
@@ -34,20 +33,18 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with biased q/k/v/out projections. [B, L, W] -> [B, L, W]."""
 
     heads: int
-    dtype: Any = jnp.float32  # compute dtype
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         b, length, width = x.shape
         if width % self.heads:
             raise ValueError(f"width {width} is not a multiple of heads {self.heads}")
-        dense = lambda name: nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=name)  # noqa: E731
+        dense = lambda name: nn.Dense(width, name=name, **self.compute.kw)  # noqa: E731
         split = lambda t: t.reshape(b, length, self.heads, width // self.heads)  # noqa: E731
         q, k, v = (split(dense(name)(x)) for name in ("q_proj", "k_proj", "v_proj"))
         out = dot_product_attention(
-            q, k, v, mask=mask, scale=1 / math.sqrt(width // self.heads), implementation=self.implementation
+            q, k, v, mask=mask, scale=1 / math.sqrt(width // self.heads), implementation=self.compute.attention
         )
         return dense("out_proj")(out.reshape(b, length, width))
 
@@ -57,14 +54,12 @@ class Mlp(nn.Module):
 
     hidden: int
     activation: str
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1")(x)
-        h = ACTIVATIONS[self.activation](h)
-        return nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype, name="fc2")(h)
+        h = ACTIVATIONS[self.activation](nn.Dense(self.hidden, name="fc1", **self.compute.kw)(x))
+        return nn.Dense(x.shape[-1], name="fc2", **self.compute.kw)(h)
 
 
 class EncoderLayer(nn.Module):
@@ -74,19 +69,13 @@ class EncoderLayer(nn.Module):
     mlp: int
     activation: str
     eps: float
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        norm = lambda name: nn.LayerNorm(  # noqa: E731
-            epsilon=self.eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name
-        )
-        x = x + SelfAttention(self.heads, self.dtype, self.param_dtype, self.implementation, name="self_attn")(
-            norm("layer_norm1")(x), mask
-        )
-        return x + Mlp(self.mlp, self.activation, self.dtype, self.param_dtype, name="mlp")(norm("layer_norm2")(x))
+        norm = lambda name: nn.LayerNorm(epsilon=self.eps, name=name, **self.compute.kw)  # noqa: E731
+        x = x + SelfAttention(self.heads, self.compute, name="self_attn")(norm("layer_norm1")(x), mask)
+        return x + Mlp(self.mlp, self.activation, self.compute, name="mlp")(norm("layer_norm2")(x))
 
 
 class _Layers(nn.Module):
@@ -97,23 +86,12 @@ class _Layers(nn.Module):
     mlp: int
     activation: str
     eps: float
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         for i in range(self.depth):
-            x = EncoderLayer(
-                self.heads,
-                self.mlp,
-                self.activation,
-                self.eps,
-                self.dtype,
-                self.param_dtype,
-                self.implementation,
-                name=str(i),
-            )(x, mask)
+            x = EncoderLayer(self.heads, self.mlp, self.activation, self.eps, self.compute, name=str(i))(x, mask)
         return x
 
 
@@ -125,22 +103,12 @@ class Encoder(nn.Module):
     mlp: int
     activation: str
     eps: float = 1e-5
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
-        return _Layers(
-            self.depth,
-            self.heads,
-            self.mlp,
-            self.activation,
-            self.eps,
-            self.dtype,
-            self.param_dtype,
-            self.implementation,
-            name="layers",
-        )(x, mask)
+        return _Layers(self.depth, self.heads, self.mlp, self.activation, self.eps, self.compute, name="layers")(
+            x, mask
+        )

@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from regionedit_jax.nn.attention import Implementation, dot_product_attention
+from regionedit_jax.nn.attention import dot_product_attention
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.conv_blocks import Downsample, ResnetBlock, Upsample, conv, group_norm
 from regionedit_jax.nn.settings import SettingsError, field
 
@@ -150,13 +151,11 @@ def timestep_embedding(t: jax.Array, dim: int, flip_sin_to_cos: bool, shift: flo
 class _Attention(nn.Module):  # attn1 (self) / attn2 (cross): to_q, to_k, to_v without bias, to_out_0
     heads: int
     upcast: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.compute.kw
         b, n, width = x.shape
         context = x if context is None else context
         dense = lambda name: nn.Dense(width, use_bias=False, name=name, **kw)  # noqa: E731
@@ -166,47 +165,43 @@ class _Attention(nn.Module):  # attn1 (self) / attn2 (cross): to_q, to_k, to_v w
         if self.upcast:
             q, k = q.astype(jnp.float32), k.astype(jnp.float32)
             v = v.astype(jnp.float32)
-        out = dot_product_attention(q, k, v, implementation=None if self.upcast else self.implementation)
-        return nn.Dense(width, name="to_out_0", **kw)(out.reshape(b, n, width).astype(self.dtype))
+        out = dot_product_attention(q, k, v, implementation=None if self.upcast else self.compute.attention)
+        return nn.Dense(width, name="to_out_0", **kw)(out.reshape(b, n, width).astype(self.compute.dtype))
 
 
 class _GegluFeedForward(nn.Module):  # ff: net_0.proj (to 2 x 4W), exact GELU gate, net_2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.compute.kw
         width = x.shape[-1]
-        h, gate = jnp.split(_Proj(8 * width, name="net_0", **kw)(x), 2, axis=-1)
+        h, gate = jnp.split(_Proj(8 * width, name="net_0", compute=self.compute)(x), 2, axis=-1)
         return nn.Dense(width, name="net_2", **kw)(h * jax.nn.gelu(gate, approximate=False))
 
 
 class _Proj(nn.Module):
     features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(x)
+        return nn.Dense(self.features, **self.compute.kw, name="proj")(x)
 
 
 class _TransformerBlock(nn.Module):  # transformer_blocks_0
     heads: int
     upcast: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, context):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        attn = lambda name: _Attention(self.heads, self.upcast, implementation=self.implementation, name=name, **kw)  # noqa: E731
+        kw = self.compute.kw
+        attn = lambda name: _Attention(self.heads, self.upcast, name=name, compute=self.compute)  # noqa: E731
         norm = lambda name: nn.LayerNorm(epsilon=1e-5, name=name, **kw)  # noqa: E731
         x = x + attn("attn1")(norm("norm1")(x))
         x = x + attn("attn2")(norm("norm2")(x), context)
-        return x + _GegluFeedForward(name="ff", **kw)(norm("norm3")(x))
+        return x + _GegluFeedForward(name="ff", compute=self.compute)(norm("norm3")(x))
 
 
 class _Transformer2D(nn.Module):  # attentions_i: norm, proj_in, transformer_blocks_0, proj_out
@@ -214,27 +209,23 @@ class _Transformer2D(nn.Module):  # attentions_i: norm, proj_in, transformer_blo
     linear_projection: bool
     upcast: bool
     groups: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, context):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.compute.kw
         b, height, width, c = x.shape
         project = (
             (lambda name: nn.Dense(c, name=name, **kw))
             if self.linear_projection
-            else (lambda name: conv(c, 1, name, **kw))
+            else (lambda name: conv(c, 1, name, self.compute))
         )
-        h = group_norm(self.groups, 1e-6, "norm", **kw)(x)
+        h = group_norm(self.groups, 1e-6, "norm", self.compute)(x)
         if self.linear_projection:
             h = project("proj_in")(h.reshape(b, height * width, c))
         else:
             h = project("proj_in")(h).reshape(b, height * width, c)
-        h = _TransformerBlock(
-            self.heads, self.upcast, implementation=self.implementation, name="transformer_blocks_0", **kw
-        )(h, context)
+        h = _TransformerBlock(self.heads, self.upcast, self.compute, name="transformer_blocks_0")(h, context)
         if self.linear_projection:
             h = project("proj_out")(h).reshape(b, height, width, c)
         else:
@@ -245,22 +236,20 @@ class _Transformer2D(nn.Module):  # attentions_i: norm, proj_in, transformer_blo
 class _DownBlock(nn.Module):
     settings: UNetSettings
     level: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, temb, context):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         width, cross = s.channels[self.level], s.down_blocks[self.level] == "CrossAttnDownBlock2D"
         skips = []
         for j in range(s.layers_per_block):
-            x = ResnetBlock(width, s.groups, s.eps, name=f"resnets_{j}", **kw)(x, temb)
+            x = ResnetBlock(width, s.groups, s.eps, name=f"resnets_{j}", compute=self.compute)(x, temb)
             if cross:
                 x = self._attention(j)(x, context)
             skips.append(x)
         if self.level < len(s.channels) - 1:
-            x = Downsample(width, s.downsample_padding, name="downsamplers_0", **kw)(x)
+            x = Downsample(width, s.downsample_padding, name="downsamplers_0", compute=self.compute)(x)
             skips.append(x)
         return x, skips
 
@@ -271,9 +260,7 @@ class _DownBlock(nn.Module):
             s.linear_projection,
             s.upcast_attention,
             s.groups,
-            self.dtype,
-            self.param_dtype,
-            self.implementation,
+            self.compute,
             name=f"attentions_{j}",
         )
 
@@ -281,66 +268,59 @@ class _DownBlock(nn.Module):
 class _UpBlock(nn.Module):
     settings: UNetSettings
     level: int  # index into the reversed levels
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, skips, temb, context):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         n = len(s.channels)
         width = s.channels[n - 1 - self.level]
         heads = s.heads[n - 1 - self.level]
         cross = s.up_blocks[self.level] == "CrossAttnUpBlock2D"
         for j in range(s.layers_per_block + 1):
             x = jnp.concatenate([x, skips.pop()], axis=-1)
-            x = ResnetBlock(width, s.groups, s.eps, name=f"resnets_{j}", **kw)(x, temb)
+            x = ResnetBlock(width, s.groups, s.eps, name=f"resnets_{j}", compute=self.compute)(x, temb)
             if cross:
                 x = _Transformer2D(
                     heads,
                     s.linear_projection,
                     s.upcast_attention,
                     s.groups,
-                    implementation=self.implementation,
                     name=f"attentions_{j}",
-                    **kw,
+                    compute=self.compute,
                 )(x, context)
         if self.level < n - 1:
-            x = Upsample(width, name="upsamplers_0", **kw)(x)
+            x = Upsample(width, name="upsamplers_0", compute=self.compute)(x)
         return x
 
 
 class _MidBlock(nn.Module):
     settings: UNetSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, temb, context):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         width = s.channels[-1]
-        x = ResnetBlock(width, s.groups, s.eps, s.mid_scale, name="resnets_0", **kw)(x, temb)
+        x = ResnetBlock(width, s.groups, s.eps, s.mid_scale, name="resnets_0", compute=self.compute)(x, temb)
         x = _Transformer2D(
             s.heads[-1],
             s.linear_projection,
             s.upcast_attention,
             s.groups,
-            implementation=self.implementation,
             name="attentions_0",
-            **kw,
+            compute=self.compute,
         )(x, context)
-        return ResnetBlock(width, s.groups, s.eps, s.mid_scale, name="resnets_1", **kw)(x, temb)
+        return ResnetBlock(width, s.groups, s.eps, s.mid_scale, name="resnets_1", compute=self.compute)(x, temb)
 
 
 class _TimeEmbedding(nn.Module):
     features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.compute.kw
         return nn.Dense(self.features, name="linear_2", **kw)(
             nn.silu(nn.Dense(self.features, name="linear_1", **kw)(x))
         )
@@ -351,44 +331,40 @@ class UNet(nn.Module):
     h and w must be multiples of 2 ** (levels - 1)."""
 
     settings: UNetSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x: jax.Array, timesteps: jax.Array, context: jax.Array) -> jax.Array:
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         factor = 2 ** (len(s.channels) - 1)
         if x.shape[1] % factor or x.shape[2] % factor:
             raise ValueError(f"UNet input {x.shape[1]}x{x.shape[2]} must be a multiple of {factor} on each side")
-        x = x.astype(self.dtype)
+        x = x.astype(self.compute.dtype)
         if s.center_input:
             x = 2 * x - 1.0
         t = jnp.broadcast_to(jnp.asarray(timesteps), (x.shape[0],))
         temb = timestep_embedding(t, s.channels[0], s.flip_sin_to_cos, s.freq_shift)
-        temb = _TimeEmbedding(4 * s.channels[0], name="time_embedding", **kw)(temb.astype(self.dtype))
-        context = context.astype(self.dtype)
-        x = conv(s.channels[0], 3, "conv_in", **kw)(x)
+        temb = _TimeEmbedding(4 * s.channels[0], name="time_embedding", compute=self.compute)(
+            temb.astype(self.compute.dtype)
+        )
+        context = context.astype(self.compute.dtype)
+        x = conv(s.channels[0], 3, "conv_in", self.compute)(x)
         skips = [x]
         for i in range(len(s.channels)):
-            x, block_skips = _DownBlock(s, i, implementation=self.implementation, name=f"down_blocks_{i}", **kw)(
-                x, temb, context
-            )
+            x, block_skips = _DownBlock(s, i, name=f"down_blocks_{i}", compute=self.compute)(x, temb, context)
             skips += block_skips
-        x = _MidBlock(s, implementation=self.implementation, name="mid_block", **kw)(x, temb, context)
+        x = _MidBlock(s, name="mid_block", compute=self.compute)(x, temb, context)
         for i in range(len(s.channels)):
             take = s.layers_per_block + 1
             block_skips, skips = skips[-take:], skips[:-take]
-            x = _UpBlock(s, i, implementation=self.implementation, name=f"up_blocks_{i}", **kw)(
-                x, block_skips, temb, context
-            )
-        x = nn.silu(group_norm(s.groups, s.eps, "conv_norm_out", **kw)(x))
-        return conv(s.out_channels, 3, "conv_out", **kw)(x)
+            x = _UpBlock(s, i, name=f"up_blocks_{i}", compute=self.compute)(x, block_skips, temb, context)
+        x = nn.silu(group_norm(s.groups, s.eps, "conv_norm_out", self.compute)(x))
+        return conv(s.out_channels, 3, "conv_out", self.compute)(x)
 
     def shapes(self, size: int | None = None) -> Any:
         """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (nothing is initialised)."""
         s = self.settings
         size = size or 2 ** (len(s.channels) - 1)
-        x = jnp.zeros((1, size, size, s.in_channels), self.dtype)
-        context = jnp.zeros((1, 1, s.cross_attention_dim), self.dtype)
+        x = jnp.zeros((1, size, size, s.in_channels), self.compute.dtype)
+        context = jnp.zeros((1, 1, s.cross_attention_dim), self.compute.dtype)
         return jax.eval_shape(lambda: self.init(jax.random.key(0), x, jnp.zeros((1,), jnp.int32), context))["params"]

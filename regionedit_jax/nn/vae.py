@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from regionedit_jax.nn.attention import Implementation, dot_product_attention
+from regionedit_jax.nn.attention import dot_product_attention
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.conv_blocks import Downsample, ResnetBlock, Upsample, conv, group_norm
 from regionedit_jax.nn.settings import SettingsError, field
 
@@ -95,102 +96,92 @@ class Posterior(NamedTuple):
 
 class _MidAttention(nn.Module):  # attentions_0: one head over all positions
     groups: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self.compute.kw
         b, height, width, c = x.shape
-        h = group_norm(self.groups, _EPS, "group_norm", **kw)(x).reshape(b, height * width, 1, c)
+        h = group_norm(self.groups, _EPS, "group_norm", self.compute)(x).reshape(b, height * width, 1, c)
         q, k, v = (nn.Dense(c, name=name, **kw)(h) for name in ("query", "key", "value"))
-        out = dot_product_attention(q, k, v, scale=1 / math.sqrt(c), implementation=self.implementation)
+        out = dot_product_attention(q, k, v, scale=1 / math.sqrt(c), implementation=self.compute.attention)
         return x + nn.Dense(c, name="proj_attn", **kw)(out.reshape(b, height, width, c))
 
 
 class _MidBlock(nn.Module):
     settings: VAESettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         width = s.channels[-1]
-        x = ResnetBlock(width, s.groups, _EPS, name="resnets_0", **kw)(x)
+        x = ResnetBlock(width, s.groups, _EPS, name="resnets_0", compute=self.compute)(x)
         if s.mid_attention:
-            x = _MidAttention(s.groups, implementation=self.implementation, name="attentions_0", **kw)(x)
-        return ResnetBlock(width, s.groups, _EPS, name="resnets_1", **kw)(x)
+            x = _MidAttention(s.groups, name="attentions_0", compute=self.compute)(x)
+        return ResnetBlock(width, s.groups, _EPS, name="resnets_1", compute=self.compute)(x)
 
 
 class _DownBlock(nn.Module):
     settings: VAESettings
     level: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         width = s.channels[self.level]
         for j in range(s.layers_per_block):
-            x = ResnetBlock(width, s.groups, _EPS, name=f"resnets_{j}", **kw)(x)
+            x = ResnetBlock(width, s.groups, _EPS, name=f"resnets_{j}", compute=self.compute)(x)
         if self.level < len(s.channels) - 1:
-            x = Downsample(width, padding=0, name="downsamplers_0", **kw)(x)
+            x = Downsample(width, padding=0, name="downsamplers_0", compute=self.compute)(x)
         return x
 
 
 class _UpBlock(nn.Module):
     settings: VAESettings
     level: int  # index into the reversed levels
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         width = s.channels[len(s.channels) - 1 - self.level]
         for j in range(s.layers_per_block + 1):
-            x = ResnetBlock(width, s.groups, _EPS, name=f"resnets_{j}", **kw)(x)
+            x = ResnetBlock(width, s.groups, _EPS, name=f"resnets_{j}", compute=self.compute)(x)
         if self.level < len(s.channels) - 1:
-            x = Upsample(width, name="upsamplers_0", **kw)(x)
+            x = Upsample(width, name="upsamplers_0", compute=self.compute)(x)
         return x
 
 
 class _Encoder(nn.Module):
     settings: VAESettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = conv(s.channels[0], 3, "conv_in", **kw)(x)
+        s = self.settings
+        x = conv(s.channels[0], 3, "conv_in", self.compute)(x)
         for i in range(len(s.channels)):
-            x = _DownBlock(s, i, name=f"down_blocks_{i}", **kw)(x)
-        x = _MidBlock(s, implementation=self.implementation, name="mid_block", **kw)(x)
-        x = nn.silu(group_norm(s.groups, _EPS, "conv_norm_out", **kw)(x))
-        return conv(2 * s.latent_channels, 3, "conv_out", **kw)(x)
+            x = _DownBlock(s, i, name=f"down_blocks_{i}", compute=self.compute)(x)
+        x = _MidBlock(s, name="mid_block", compute=self.compute)(x)
+        x = nn.silu(group_norm(s.groups, _EPS, "conv_norm_out", self.compute)(x))
+        return conv(2 * s.latent_channels, 3, "conv_out", self.compute)(x)
 
 
 class _Decoder(nn.Module):
     settings: VAESettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, z):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = conv(s.channels[-1], 3, "conv_in", **kw)(z)
-        x = _MidBlock(s, implementation=self.implementation, name="mid_block", **kw)(x)
+        s = self.settings
+        x = conv(s.channels[-1], 3, "conv_in", self.compute)(z)
+        x = _MidBlock(s, name="mid_block", compute=self.compute)(x)
         for i in range(len(s.channels)):
-            x = _UpBlock(s, i, name=f"up_blocks_{i}", **kw)(x)
-        x = nn.silu(group_norm(s.groups, _EPS, "conv_norm_out", **kw)(x))
-        return conv(s.out_channels, 3, "conv_out", **kw)(x)
+            x = _UpBlock(s, i, name=f"up_blocks_{i}", compute=self.compute)(x)
+        x = nn.silu(group_norm(s.groups, _EPS, "conv_norm_out", self.compute)(x))
+        return conv(s.out_channels, 3, "conv_out", self.compute)(x)
 
 
 class AutoencoderKL(nn.Module):
@@ -198,31 +189,29 @@ class AutoencoderKL(nn.Module):
     ``decode``: latents (unscaled) -> images [B, H, W, out_channels] in about [-1, 1]."""
 
     settings: VAESettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     def setup(self) -> None:
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = _Encoder(s, implementation=self.implementation, **kw)
-        self.decoder = _Decoder(s, implementation=self.implementation, **kw)
+        s = self.settings
+        self.encoder = _Encoder(s, compute=self.compute)
+        self.decoder = _Decoder(s, compute=self.compute)
         if s.quant_conv:
-            self.quant_conv = conv(2 * s.latent_channels, 1, "quant_conv", **kw)
+            self.quant_conv = conv(2 * s.latent_channels, 1, "quant_conv", self.compute)
         if s.post_quant_conv:
-            self.post_quant_conv = conv(s.latent_channels, 1, "post_quant_conv", **kw)
+            self.post_quant_conv = conv(s.latent_channels, 1, "post_quant_conv", self.compute)
 
     def encode(self, images: jax.Array) -> Posterior:
         f = self.settings.factor
         if images.shape[1] % f or images.shape[2] % f:
             raise ValueError(f"VAE input {images.shape[1]}x{images.shape[2]} must be a multiple of {f} on each side")
-        moments = self.encoder(images.astype(self.dtype))
+        moments = self.encoder(images.astype(self.compute.dtype))
         if self.settings.quant_conv:
             moments = self.quant_conv(moments)
         mean, logvar = jnp.split(moments, 2, axis=-1)
         return Posterior(mean, jnp.clip(logvar, -30.0, 20.0))
 
     def decode(self, latents: jax.Array) -> jax.Array:
-        z = latents.astype(self.dtype)
+        z = latents.astype(self.compute.dtype)
         if self.settings.post_quant_conv:
             z = self.post_quant_conv(z)
         return self.decoder(z)
@@ -233,5 +222,5 @@ class AutoencoderKL(nn.Module):
     def shapes(self) -> Any:
         """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (nothing is initialised)."""
         f = self.settings.factor
-        x = jnp.zeros((1, f, f, self.settings.in_channels), self.dtype)
+        x = jnp.zeros((1, f, f, self.settings.in_channels), self.compute.dtype)
         return jax.eval_shape(lambda: self.init(jax.random.key(0), x))["params"]

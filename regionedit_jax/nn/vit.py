@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from regionedit_jax.nn.attention import Implementation, dot_product_attention
+from regionedit_jax.nn.attention import dot_product_attention
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.settings import SettingsError, field
 from regionedit_jax.nn.transformer import ACTIVATIONS
 
@@ -73,105 +74,95 @@ class ViTSettings:
 
 class _Dense(nn.Module):  # a Dense kept one level down, as the checkpoints name it ("output.dense")
     features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense")(x)
+        return nn.Dense(self.features, **self.compute.kw, name="dense")(x)
 
 
 class _Attention(nn.Module):  # layer.i.attention: "attention" (q, k, v) and "output" (dense)
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         b, length, _ = x.shape
-        qkv = _QKV(s, **kw, name="attention")(x)
-        out = dot_product_attention(*qkv, scale=1 / math.sqrt(s.width // s.heads), implementation=self.implementation)
-        return _Dense(s.width, **kw, name="output")(out.reshape(b, length, s.width))
+        qkv = _QKV(s, self.compute, name="attention")(x)
+        out = dot_product_attention(
+            *qkv, scale=1 / math.sqrt(s.width // s.heads), implementation=self.compute.attention
+        )
+        return _Dense(s.width, self.compute, name="output")(out.reshape(b, length, s.width))
 
 
 class _QKV(nn.Module):
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
         s = self.settings
         b, length, _ = x.shape
         dense = lambda name: nn.Dense(  # noqa: E731
-            s.width, use_bias=s.qkv_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+            s.width, use_bias=s.qkv_bias, **self.compute.kw, name=name
         )
         return tuple(dense(n)(x).reshape(b, length, s.heads, s.width // s.heads) for n in ("query", "key", "value"))
 
 
 class _Layer(nn.Module):
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = lambda name: nn.LayerNorm(epsilon=s.eps, name=name, **kw)  # noqa: E731
-        x = x + _Attention(s, implementation=self.implementation, name="attention", **kw)(norm("layernorm_before")(x))
-        h = ACTIVATIONS[s.activation](_Dense(s.mlp, name="intermediate", **kw)(norm("layernorm_after")(x)))
-        return x + _Dense(s.width, name="output", **kw)(h)
+        s = self.settings
+        norm = lambda name: nn.LayerNorm(epsilon=s.eps, name=name, **self.compute.kw)  # noqa: E731
+        x = x + _Attention(s, self.compute, name="attention")(norm("layernorm_before")(x))
+        h = ACTIVATIONS[s.activation](_Dense(s.mlp, self.compute, name="intermediate")(norm("layernorm_after")(x)))
+        return x + _Dense(s.width, self.compute, name="output")(h)
 
 
 class _Layers(nn.Module):  # encoder.layer: "0".."depth-1"
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
         for i in range(self.settings.depth):
-            x = _Layer(self.settings, self.dtype, self.param_dtype, self.implementation, name=str(i))(x)
+            x = _Layer(self.settings, self.compute, name=str(i))(x)
         return x
 
 
 class _Encoder(nn.Module):
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x):
-        return _Layers(self.settings, self.dtype, self.param_dtype, self.implementation, name="layer")(x)
+        return _Layers(self.settings, self.compute, name="layer")(x)
 
 
 class _Embeddings(nn.Module):
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, pixels):
         s = self.settings
-        cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, s.width), self.param_dtype)
+        cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, s.width), self.compute.param_dtype)
         positions = self.param(
-            "position_embeddings", nn.initializers.normal(0.02), (1, s.grid**2 + 1, s.width), self.param_dtype
+            "position_embeddings", nn.initializers.normal(0.02), (1, s.grid**2 + 1, s.width), self.compute.param_dtype
         )
-        patches = _Projection(s, self.dtype, self.param_dtype, name="patch_embeddings")(pixels)
+        patches = _Projection(s, self.compute, name="patch_embeddings")(pixels)
         b = patches.shape[0]
-        tokens = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, s.width)), patches], axis=1)
-        return tokens + positions.astype(self.dtype)
+        tokens = jnp.concatenate([jnp.broadcast_to(cls.astype(self.compute.dtype), (b, 1, s.width)), patches], axis=1)
+        return tokens + positions.astype(self.compute.dtype)
 
 
 class _Projection(nn.Module):  # embeddings.patch_embeddings.projection
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, pixels):
@@ -181,8 +172,7 @@ class _Projection(nn.Module):  # embeddings.patch_embeddings.projection
             (p, p),
             strides=(p, p),
             padding="VALID",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.compute.kw,
             name="projection",
         )(pixels)
         return x.reshape(x.shape[0], -1, s.width)
@@ -193,23 +183,21 @@ class ViTModel(nn.Module):
     LayerNorm (token 0 is the CLS)."""
 
     settings: ViTSettings
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    implementation: Implementation = None
+    compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
-        s, kw = self.settings, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        s = self.settings
         if pixels.shape[1:] != (s.image_size, s.image_size, s.channels):
             raise ValueError(
                 f"pixels must be [B, {s.image_size}, {s.image_size}, {s.channels}] (NHWC), got {pixels.shape}"
             )
-        x = _Embeddings(s, name="embeddings", **kw)(pixels.astype(self.dtype))
-        x = _Encoder(s, implementation=self.implementation, name="encoder", **kw)(x)
-        return nn.LayerNorm(epsilon=s.eps, name="layernorm", **kw)(x)
+        x = _Embeddings(s, self.compute, name="embeddings")(pixels.astype(self.compute.dtype))
+        x = _Encoder(s, self.compute, name="encoder")(x)
+        return nn.LayerNorm(epsilon=s.eps, name="layernorm", **self.compute.kw)(x)
 
     def shapes(self) -> Any:
         """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (nothing is initialised)."""
         s = self.settings
-        pixels = jnp.zeros((1, s.image_size, s.image_size, s.channels), self.dtype)
+        pixels = jnp.zeros((1, s.image_size, s.image_size, s.channels), self.compute.dtype)
         return jax.eval_shape(lambda: self.init(jax.random.key(0), pixels))["params"]

@@ -23,6 +23,7 @@ import numpy as np
 from regionedit_jax import images as image_ops
 from regionedit_jax.nn import clip as clip_nn
 from regionedit_jax.nn.attention import Implementation
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.towers import convert, files, text
 
 DEFAULT = "openai/clip-vit-large-patch14"
@@ -112,7 +113,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, at
     config = files.read_config(folder, "CLIP", key="model_type", allowed=["clip"])
     files.require_file(folder, ["tokenizer.json", "vocab.json"], "CLIP", "the CLIP BPE tokenizer")
     settings = files.settings(clip_nn.ClipSettings.from_config, config, "CLIP", folder)
-    module = clip_nn.ClipModel(settings, dtype=dtype, param_dtype=dtype, implementation=attention)
+    module = clip_nn.ClipModel(settings, Compute(dtype, dtype, attention))
     params = convert.load_params(
         folder,
         "model",

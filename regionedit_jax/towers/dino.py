@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from regionedit_jax import images as image_ops
 from regionedit_jax.nn import vit
 from regionedit_jax.nn.attention import Implementation
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.towers import convert, files
 
 DEFAULT = "facebook/dino-vits16"
@@ -62,7 +63,7 @@ def load(
     folder = files.resolve(name_or_path, "DINO")
     config = files.read_config(folder, "DINO", key="model_type", allowed=["vit"])
     settings = files.settings(vit.ViTSettings.from_config, config, "DINO", folder)
-    module = vit.ViTModel(settings, dtype=dtype, param_dtype=dtype, implementation=attention)
+    module = vit.ViTModel(settings, Compute(dtype, dtype, attention))
     params = convert.load_params(
         folder,
         "model",

@@ -30,6 +30,7 @@ from regionedit_jax.nn import clip as clip_nn
 from regionedit_jax.nn import unet as unet_nn
 from regionedit_jax.nn import vae as vae_nn
 from regionedit_jax.nn.attention import Implementation
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.towers import convert, files, text
 
 DEFAULT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -171,12 +172,14 @@ def load(
             f"{what}: unet/ takes {unet_config.get('in_channels')} input channels; an inpainting UNet "
             "takes 9 (noisy latents, mask, masked-image latents). Is this a text-to-image checkpoint?"
         )
-    kw = dict(dtype=dtype, param_dtype=dtype, implementation=attention)
+    compute = Compute(dtype, dtype, attention)
     unet_dir, vae_dir = os.path.join(folder, "unet"), os.path.join(folder, "vae")
-    unet = unet_nn.UNet(files.settings(unet_nn.UNetSettings.from_config, unet_config, f"{what} unet/", unet_dir), **kw)
+    unet = unet_nn.UNet(
+        files.settings(unet_nn.UNetSettings.from_config, unet_config, f"{what} unet/", unet_dir), compute
+    )
     vae_config = files.read_config(vae_dir, f"{what} vae/", key="_class_name", allowed=["AutoencoderKL"])
     vae = vae_nn.AutoencoderKL(
-        files.settings(vae_nn.VAESettings.from_config, vae_config, f"{what} vae/", vae_dir), **kw
+        files.settings(vae_nn.VAESettings.from_config, vae_config, f"{what} vae/", vae_dir), compute
     )
     unet_params, vae_params = _weights(folder, "unet", unet, dtype), _weights(folder, "vae", vae, dtype)
 
@@ -184,7 +187,7 @@ def load(
     text_what = f"{what} text_encoder/"
     text_config = files.read_config(text_dir, text_what, key="model_type", allowed=["clip_text_model"])
     text_settings = files.settings(clip_nn.TextSettings.from_config, text_config, text_what, text_dir)
-    text_model = clip_nn.ClipTextModel(text_settings, dtype=dtype, param_dtype=dtype, implementation=attention)
+    text_model = clip_nn.ClipTextModel(text_settings, compute)
     text_params = convert.load_params(
         text_dir,
         "model",

@@ -19,6 +19,7 @@ import numpy as np
 
 from regionedit_jax.nn import t5 as t5_nn
 from regionedit_jax.nn.attention import Implementation
+from regionedit_jax.nn.compute import Compute
 from regionedit_jax.towers import convert, files, text
 
 DEFAULT = "google/flan-t5-base"
@@ -73,7 +74,7 @@ def load(
     config = files.read_config(folder, "T5", key="model_type", allowed=["t5"])
     files.require_file(folder, ["tokenizer.json", "spiece.model"], "T5", "the SentencePiece tokenizer")
     settings = files.settings(t5_nn.T5Settings.from_config, config, "T5", folder)
-    module = t5_nn.T5Encoder(settings, dtype=dtype, param_dtype=dtype, implementation=attention)
+    module = t5_nn.T5Encoder(settings, Compute(dtype, dtype, attention))
     params = convert.load_params(
         folder, "model", module.shapes(), what="T5", naming="transformers", dtype=dtype, ignore=_UNUSED
     )
