@@ -86,6 +86,18 @@ def test_attention_kernel_is_a_config_value(tiny_bundle):
     )
 
 
+def test_attention_matches_jax_with_mask_bias_and_scale():
+    """The einsum path against ``jax.nn.dot_product_attention``'s own XLA path."""
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 5, 3, 4)), jnp.float32) for _ in range(3))
+    mask = jnp.asarray(rng.uniform(size=(2, 1, 5, 5)) > 0.3).at[..., 0].set(True)  # every row sees a key
+    bias = jnp.asarray(rng.standard_normal((1, 3, 5, 5)), jnp.float32)
+    for kwargs in ({}, {"mask": mask}, {"bias": bias, "scale": 1.0}, {"mask": mask, "bias": bias, "scale": 0.3}):
+        ours = attention.dot_product_attention(q, k, v, implementation="xla", **kwargs)
+        theirs = jax.nn.dot_product_attention(q, k, v, implementation="xla", **kwargs)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=str(sorted(kwargs)))
+
+
 def test_legacy_configs_pool_at_the_highest_id():
     """Configs written before transformers 4.31 say eos_token_id 2 and pool at the argmax id."""
     settings = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=1, heads=2, max_length=6)

@@ -1,14 +1,19 @@
-"""The one attention function every tower calls, over ``jax.nn.dot_product_attention``.
+"""The one attention function every tower calls.
 
-``implementation`` picks the kernel: ``None`` lets JAX choose, ``"xla"`` is portable, and
-``"cudnn"`` is the fused flash-attention kernel on NVIDIA GPUs (bf16/fp16 inputs only).
+``implementation`` picks the kernel: ``"cudnn"`` is ``jax.nn.dot_product_attention``'s fused
+flash-attention kernel on NVIDIA GPUs (bf16/fp16 inputs only); ``"xla"`` is two einsums around
+a float32 softmax, which XLA compiles well everywhere (on CPU 1.5x faster than
+``jax.nn.dot_product_attention``'s own XLA path at SD's 4096 tokens); ``None`` lets
+``jax.nn.dot_product_attention`` choose on GPUs and takes ``"xla"`` elsewhere.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 
 Implementation = Literal["xla", "cudnn"] | None
 IMPLEMENTATIONS = (None, "xla", "cudnn")
@@ -36,12 +41,18 @@ def dot_product_attention(
     [B, H, Lq, Lk] (True = attend); ``bias`` added to the logits, broadcastable likewise;
     ``scale`` multiplies the logits (default 1 / sqrt(D)) -> [B, Lq, H, D].
     """
-    return jax.nn.dot_product_attention(
-        query,
-        key,
-        value,
-        bias=bias,
-        mask=mask,
-        scale=scale,
-        implementation=check_implementation(implementation),
+    check_implementation(implementation)
+    if implementation == "cudnn" or (implementation is None and jax.default_backend() == "gpu"):
+        return jax.nn.dot_product_attention(
+            query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
+        )
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    logits = jnp.einsum(
+        "bqhd,bkhd->bhqk", query * jnp.asarray(scale, query.dtype), key, preferred_element_type=jnp.float32
     )
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
