@@ -359,3 +359,18 @@ def test_sd_folder_with_a_unet_field_it_does_not_build_names_the_file(tiny_bundl
     (folder / "unet" / "config.json").write_text(json.dumps({**config, "class_embed_type": "timestep"}))
     with pytest.raises(files.TowerFilesError, match=r"class_embed_type='timestep' is not built.*unet.*config\.json"):
         sd_inpaint.load(str(folder))
+
+
+def test_the_attention_kernel_is_chosen_in_the_config(tiny_bundle):
+    from regionedit_jax.configs import tiny as tiny_config
+    from regionedit_jax.towers import bundle
+
+    config = tiny_config.get_config()
+    config.towers.bundle = tiny_bundle
+    config.towers.clip.attention = "xla"
+    towers = bundle.load(config.towers, ("clip", "t5"))
+    assert towers["clip"].module.compute.attention == "xla"
+    assert towers["t5"].module.compute.attention is None  # "auto"
+    config.towers.t5.attention = "flash"
+    with pytest.raises(ValueError, match="tower attention must be 'auto', 'xla' or 'cudnn'; got 'flash'"):
+        bundle.load(config.towers, ("t5",))

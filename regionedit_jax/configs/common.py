@@ -51,8 +51,10 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
 
 
 def tower(path: str, dtype: str = "float32", **extra: Any) -> dict[str, Any]:
-    """One frozen tower: a hub id or local folder, and its dtype ("float32" or "bfloat16")."""
-    return dict(path=path, dtype=dtype, **extra)
+    """One frozen tower: a hub id or local folder, its dtype ("float32" or "bfloat16") and its
+    attention kernel ("auto": JAX's choice on GPUs, else "xla"; "xla"; "cudnn": flash attention
+    on NVIDIA GPUs, bfloat16 only)."""
+    return dict(path=path, dtype=dtype, attention="auto", **extra)
 
 
 def base() -> ml_collections.ConfigDict:

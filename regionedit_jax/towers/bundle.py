@@ -21,6 +21,13 @@ def dtype_of(name: str) -> Any:
     return _DTYPES[name]
 
 
+def attention_of(name: str) -> str | None:
+    """ "auto" | "xla" | "cudnn" -> the ``nn.attention`` implementation (None for "auto")."""
+    if name not in ("auto", "xla", "cudnn"):
+        raise ValueError(f"tower attention must be 'auto', 'xla' or 'cudnn'; got {name!r}.")
+    return None if name == "auto" else name
+
+
 def check_paths(towers_config, names: tuple[str, ...] = NAMES) -> None:
     """A tower path outside the bundle that is neither a folder nor a hub id is refused by name
     (before a bundle is written or anything loads)."""
@@ -38,7 +45,7 @@ def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[s
     Args:
       towers_config: ``config.towers``: ``bundle`` and one entry per tower with ``path`` (a hub
         id or folder; ``{bundle}`` in it stands for the bundle folder, e.g. "{bundle}/t5"),
-        ``dtype`` and extra load arguments (``max_length`` for T5).
+        ``dtype``, ``attention`` and extra load arguments (``max_length`` for T5).
       names: which towers to load.
       seed: seed of a tiny bundle that has to be written.
     Returns:
@@ -65,5 +72,6 @@ def load(towers_config, names: tuple[str, ...] = NAMES, seed: int = 0) -> dict[s
                 )
             path = path.replace("{bundle}", bundle)
         spec["dtype"] = dtype_of(spec["dtype"])
+        spec["attention"] = attention_of(spec.get("attention", "auto"))
         out[name] = importlib.import_module(f"regionedit_jax.towers.{name}").load(path, **spec)
     return out
