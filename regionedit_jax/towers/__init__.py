@@ -12,3 +12,10 @@ functions. Images cross this boundary as NHWC floats in [0, 1] of any size.
   tiny        writes tiny random towers in the same layouts, for tests and offline demos
   convert     PyTorch-layout weights <-> Flax params
 """
+
+import os as _os
+
+# Tokenizers still load through transformers, which logs conversion notices on every load
+# ("You set `add_prefix_space`...", T5's legacy behaviour); it reads this variable when first
+# imported, and a user's own setting wins.
+_os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
