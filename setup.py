@@ -5,7 +5,9 @@ from setuptools import find_packages, setup
 JAX_VERSION = "0.9.2"
 
 INSTALL_REQUIRES = [
-    # The JAX stack. flax 0.12.7+ needs jax >= 0.10, which breaks the library Flax towers.
+    # The JAX stack. The towers are the project's own modules (regionedit_jax/nn); these pins stay
+    # until the sampler's parity test stops building diffusers' Flax pipeline as its reference and
+    # the suite has run on a newer JAX (flax 0.12.7+ needs jax >= 0.10).
     f"jax=={JAX_VERSION}",
     f"jaxlib=={JAX_VERSION}",
     "flax==0.12.6",
@@ -13,7 +15,8 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "chex==0.1.92",
     "ml-collections==1.1.0",
-    # The last releases with Flax model classes (transformers 5.x and diffusers 0.40+ have none).
+    # Tokenizers and config writers (transformers); diffusers' Flax pipeline is the sampler's
+    # reference in the tests. Both are the last releases with Flax classes.
     "transformers==4.57.6",
     "diffusers==0.39.0",
     "huggingface-hub==0.36.2",
