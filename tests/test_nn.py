@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTextConfig, CLIPVisionConfig
 
-from regionedit_jax.nn import attention, clip, t5, unet, vae, vit
+from regionedit_jax.nn import attention, clip, settings, t5, unet, vae, vit
 from regionedit_jax.towers import clip as clip_tower
 from regionedit_jax.towers import files, tiny
 
@@ -60,7 +60,7 @@ def test_absent_fields_take_transformers_defaults():
     ],
 )
 def test_fields_the_architecture_cannot_honour_are_refused(change, message):
-    with pytest.raises(clip.SettingsError, match=message):
+    with pytest.raises(settings.SettingsError, match=message):
         clip.ClipSettings.from_config(change)
 
 
@@ -100,10 +100,10 @@ def test_attention_matches_jax_with_mask_bias_and_scale():
 
 def test_legacy_configs_pool_at_the_highest_id():
     """Configs written before transformers 4.31 say eos_token_id 2 and pool at the argmax id."""
-    settings = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=1, heads=2, max_length=6)
+    shape = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=1, heads=2, max_length=6)
     ids = jnp.array([[5, 9, 49, 3, 3, 3]])  # the highest id marks the end of text
-    new = clip.TextTransformer(dataclasses.replace(settings, eos_token_id=3))
-    old = clip.TextTransformer(dataclasses.replace(settings, eos_token_id=2))
+    new = clip.TextTransformer(dataclasses.replace(shape, eos_token_id=3))
+    old = clip.TextTransformer(dataclasses.replace(shape, eos_token_id=2))
     params = new.init(jax.random.key(0), ids)["params"]
     hidden, pooled_new = new.apply({"params": params}, ids)
     _, pooled_old = old.apply({"params": params}, ids)
@@ -114,8 +114,9 @@ def test_legacy_configs_pool_at_the_highest_id():
 
 
 def test_text_tower_is_causal_and_ignores_padding():
-    settings = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=2, heads=2, max_length=6, eos_token_id=9)
-    model = clip.TextTransformer(settings)
+    model = clip.TextTransformer(
+        clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=2, heads=2, max_length=6, eos_token_id=9)
+    )
     ids = jnp.array([[1, 4, 9, 0, 0, 0]])
     params = model.init(jax.random.key(0), ids)["params"]
     mask = jnp.array([[1, 1, 1, 0, 0, 0]])
@@ -166,7 +167,7 @@ def test_t5_absent_fields_take_transformers_defaults():
     ],
 )
 def test_t5_fields_it_cannot_honour_are_refused(change, message):
-    with pytest.raises(clip.SettingsError, match=message):
+    with pytest.raises(settings.SettingsError, match=message):
         t5.T5Settings.from_config(change)
 
 
@@ -194,8 +195,9 @@ def test_t5_relative_buckets():
 
 
 def test_t5_padding_is_ignored_and_attention_sees_both_ways():
-    settings = t5.T5Settings(vocab_size=20, width=8, head_dim=4, mlp=16, depth=2, heads=2, feed_forward="gated-gelu")
-    model = t5.T5Encoder(settings)
+    model = t5.T5Encoder(
+        t5.T5Settings(vocab_size=20, width=8, head_dim=4, mlp=16, depth=2, heads=2, feed_forward="gated-gelu")
+    )
     ids, mask = jnp.array([[3, 4, 5, 0, 0]]), jnp.array([[1, 1, 1, 0, 0]])
     params = model.init(jax.random.key(0), ids, mask)["params"]
     hidden = model.apply({"params": params}, ids, mask)
@@ -233,7 +235,7 @@ def test_vit_absent_fields_take_transformers_defaults():
     ],
 )
 def test_vit_fields_it_cannot_honour_are_refused(change, message):
-    with pytest.raises(clip.SettingsError, match=message):
+    with pytest.raises(settings.SettingsError, match=message):
         vit.ViTSettings.from_config(change)
 
 
@@ -323,7 +325,7 @@ def test_real_configs_build_the_published_parameter_counts(module, expected):
     ],
 )
 def test_unet_fields_it_does_not_build_are_refused(change, message):
-    with pytest.raises(clip.SettingsError, match=message):
+    with pytest.raises(settings.SettingsError, match=message):
         unet.UNetSettings.from_config({**SD15_UNET, **change})
 
 
@@ -337,7 +339,7 @@ def test_unet_fields_it_does_not_build_are_refused(change, message):
     ],
 )
 def test_vae_fields_it_does_not_build_are_refused(change, message):
-    with pytest.raises(clip.SettingsError, match=message):
+    with pytest.raises(settings.SettingsError, match=message):
         vae.VAESettings.from_config({**SD_VAE, **change})
 
 

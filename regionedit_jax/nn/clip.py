@@ -18,20 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from regionedit_jax.nn.compute import Compute
-from regionedit_jax.nn.settings import SettingsError, field
-from regionedit_jax.nn.transformer import ACTIVATIONS, Encoder
-
-
-def _activation(config: Mapping[str, Any], where: str) -> str:
-    act = field(config, "hidden_act", "quick_gelu", where)
-    if act not in ACTIVATIONS:
-        raise SettingsError(f"{where}: hidden_act {act!r} is not supported; supported: {sorted(ACTIVATIONS)}")
-    return act
-
-
-def _divisible(width: int, heads: int, where: str) -> None:
-    if width % heads:
-        raise SettingsError(f"{where}: hidden_size {width} is not a multiple of num_attention_heads {heads}")
+from regionedit_jax.nn.settings import activation, check_heads, field, vision_fields
+from regionedit_jax.nn.transformer import Encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +46,11 @@ class TextSettings:
             depth=field(config, "num_hidden_layers", d.depth, where),
             heads=field(config, "num_attention_heads", d.heads, where),
             max_length=field(config, "max_position_embeddings", d.max_length, where),
-            activation=_activation(config, where),
+            activation=activation(config, d.activation, where),
             eps=field(config, "layer_norm_eps", d.eps, where),
             eos_token_id=field(config, "eos_token_id", d.eos_token_id, where, positive=False),
         )
-        _divisible(out.width, out.heads, where)
+        check_heads(out.width, out.heads, where)
         return out
 
 
@@ -86,24 +74,7 @@ class VisionSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "CLIP vision config") -> VisionSettings:
-        d = cls()
-        out = cls(
-            width=field(config, "hidden_size", d.width, where),
-            mlp=field(config, "intermediate_size", d.mlp, where),
-            depth=field(config, "num_hidden_layers", d.depth, where),
-            heads=field(config, "num_attention_heads", d.heads, where),
-            image_size=field(config, "image_size", d.image_size, where),
-            patch_size=field(config, "patch_size", d.patch_size, where),
-            channels=field(config, "num_channels", d.channels, where),
-            activation=_activation(config, where),
-            eps=field(config, "layer_norm_eps", d.eps, where),
-        )
-        _divisible(out.width, out.heads, where)
-        if out.image_size % out.patch_size:
-            raise SettingsError(
-                f"{where}: image_size {out.image_size} is not a multiple of patch_size {out.patch_size}"
-            )
-        return out
+        return cls(**vision_fields(config, cls(), where))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from regionedit_jax.nn.attention import dot_product_attention
 from regionedit_jax.nn.compute import Compute
-from regionedit_jax.nn.settings import SettingsError, field
+from regionedit_jax.nn.settings import field, vision_fields
 from regionedit_jax.nn.transformer import ACTIVATIONS
 
 
@@ -45,31 +45,7 @@ class ViTSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "ViT config") -> ViTSettings:
         d = cls()
-        out = cls(
-            width=field(config, "hidden_size", d.width, where),
-            mlp=field(config, "intermediate_size", d.mlp, where),
-            depth=field(config, "num_hidden_layers", d.depth, where),
-            heads=field(config, "num_attention_heads", d.heads, where),
-            image_size=field(config, "image_size", d.image_size, where),
-            patch_size=field(config, "patch_size", d.patch_size, where),
-            channels=field(config, "num_channels", d.channels, where),
-            qkv_bias=field(config, "qkv_bias", d.qkv_bias, where),
-            activation=field(config, "hidden_act", d.activation, where),
-            eps=field(config, "layer_norm_eps", d.eps, where),
-        )
-        if out.activation not in ACTIVATIONS:
-            raise SettingsError(
-                f"{where}: hidden_act {out.activation!r} is not supported; supported: {sorted(ACTIVATIONS)}"
-            )
-        if out.width % out.heads:
-            raise SettingsError(
-                f"{where}: hidden_size {out.width} is not a multiple of num_attention_heads {out.heads}"
-            )
-        if out.image_size % out.patch_size:
-            raise SettingsError(
-                f"{where}: image_size {out.image_size} is not a multiple of patch_size {out.patch_size}"
-            )
-        return out
+        return cls(qkv_bias=field(config, "qkv_bias", d.qkv_bias, where), **vision_fields(config, d, where))
 
 
 class _Dense(nn.Module):  # a Dense kept one level down, as the checkpoints name it ("output.dense")
