@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from regionedit_jax.nn.transformer import ACTIVATIONS
+
 
 class SettingsError(ValueError):
     """A config.json field this architecture cannot honour."""
@@ -28,12 +30,18 @@ def field(config: Mapping[str, Any], key: str, default: Any, where: str, positiv
 
 def activation(config: Mapping[str, Any], default: str, where: str) -> str:
     """``hidden_act``, one of the activations the transformer layers build."""
-    from regionedit_jax.nn.transformer import ACTIVATIONS
-
     act = field(config, "hidden_act", default, where)
     if act not in ACTIVATIONS:
         raise SettingsError(f"{where}: hidden_act {act!r} is not supported; supported: {sorted(ACTIVATIONS)}")
     return act
+
+
+def refuse_unbuilt(config: Mapping[str, Any], only: Mapping[str, tuple[Any, ...]], where: str, model: str) -> None:
+    """A field of ``only`` whose value builds another architecture than ``model`` is refused."""
+    for key, allowed in only.items():
+        if key in config and config[key] not in allowed:
+            builds = " or ".join(map(repr, allowed))
+            raise SettingsError(f"{where}: {key}={config[key]!r} is not built by this {model} (it builds {builds})")
 
 
 def check_heads(width: int, heads: int, where: str) -> None:

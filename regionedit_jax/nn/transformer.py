@@ -6,7 +6,6 @@ Parameter names follow the PyTorch keys (``layers.0.self_attn.q_proj``, ``layer_
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -43,9 +42,7 @@ class SelfAttention(nn.Module):
         dense = lambda name: nn.Dense(width, name=name, **self.compute.kw)  # noqa: E731
         split = lambda t: t.reshape(b, length, self.heads, width // self.heads)  # noqa: E731
         q, k, v = (split(dense(name)(x)) for name in ("q_proj", "k_proj", "v_proj"))
-        out = dot_product_attention(
-            q, k, v, mask=mask, scale=1 / math.sqrt(width // self.heads), implementation=self.compute.attention
-        )
+        out = dot_product_attention(q, k, v, mask=mask, implementation=self.compute.attention)
         return dense("out_proj")(out.reshape(b, length, width))
 
 

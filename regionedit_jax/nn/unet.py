@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from regionedit_jax.nn.attention import dot_product_attention
 from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.conv_blocks import Downsample, ResnetBlock, Upsample, conv, group_norm
-from regionedit_jax.nn.settings import SettingsError, field
+from regionedit_jax.nn.settings import SettingsError, field, refuse_unbuilt
 
 DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D")
@@ -89,10 +89,7 @@ class UNetSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "UNet config") -> UNetSettings:
         d = cls()
-        for key, allowed in _ONLY.items():
-            if key in config and config[key] not in allowed:
-                builds = " or ".join(map(repr, allowed))
-                raise SettingsError(f"{where}: {key}={config[key]!r} is not built by this UNet (it builds {builds})")
+        refuse_unbuilt(config, _ONLY, where, "UNet")
         down = tuple(config.get("down_block_types", d.down_blocks))
         up = tuple(config.get("up_block_types", d.up_blocks))
         for key, blocks, known in (("down_block_types", down, DOWN_BLOCKS), ("up_block_types", up, UP_BLOCKS)):
@@ -205,28 +202,26 @@ class _TransformerBlock(nn.Module):  # transformer_blocks_0
 
 
 class _Transformer2D(nn.Module):  # attentions_i: norm, proj_in, transformer_blocks_0, proj_out
+    settings: UNetSettings  # its linear_projection, upcast_attention and groups
     heads: int
-    linear_projection: bool
-    upcast: bool
-    groups: int
     compute: Compute = Compute()
 
     @nn.compact
     def __call__(self, x, context):
-        kw = self.compute.kw
+        s, kw = self.settings, self.compute.kw
         b, height, width, c = x.shape
         project = (
             (lambda name: nn.Dense(c, name=name, **kw))
-            if self.linear_projection
+            if s.linear_projection
             else (lambda name: conv(c, 1, name, self.compute))
         )
-        h = group_norm(self.groups, 1e-6, "norm", self.compute)(x)
-        if self.linear_projection:
+        h = group_norm(s.groups, 1e-6, "norm", self.compute)(x)
+        if s.linear_projection:
             h = project("proj_in")(h.reshape(b, height * width, c))
         else:
             h = project("proj_in")(h).reshape(b, height * width, c)
-        h = _TransformerBlock(self.heads, self.upcast, self.compute, name="transformer_blocks_0")(h, context)
-        if self.linear_projection:
+        h = _TransformerBlock(self.heads, s.upcast_attention, self.compute, name="transformer_blocks_0")(h, context)
+        if s.linear_projection:
             h = project("proj_out")(h).reshape(b, height, width, c)
         else:
             h = project("proj_out")(h.reshape(b, height, width, c))
@@ -246,23 +241,12 @@ class _DownBlock(nn.Module):
         for j in range(s.layers_per_block):
             x = ResnetBlock(width, s.groups, s.eps, name=f"resnets_{j}", compute=self.compute)(x, temb)
             if cross:
-                x = self._attention(j)(x, context)
+                x = _Transformer2D(s, s.heads[self.level], self.compute, name=f"attentions_{j}")(x, context)
             skips.append(x)
         if self.level < len(s.channels) - 1:
             x = Downsample(width, s.downsample_padding, name="downsamplers_0", compute=self.compute)(x)
             skips.append(x)
         return x, skips
-
-    def _attention(self, j):
-        s = self.settings
-        return _Transformer2D(
-            s.heads[self.level],
-            s.linear_projection,
-            s.upcast_attention,
-            s.groups,
-            self.compute,
-            name=f"attentions_{j}",
-        )
 
 
 class _UpBlock(nn.Module):
@@ -281,14 +265,7 @@ class _UpBlock(nn.Module):
             x = jnp.concatenate([x, skips.pop()], axis=-1)
             x = ResnetBlock(width, s.groups, s.eps, name=f"resnets_{j}", compute=self.compute)(x, temb)
             if cross:
-                x = _Transformer2D(
-                    heads,
-                    s.linear_projection,
-                    s.upcast_attention,
-                    s.groups,
-                    name=f"attentions_{j}",
-                    compute=self.compute,
-                )(x, context)
+                x = _Transformer2D(s, heads, self.compute, name=f"attentions_{j}")(x, context)
         if self.level < n - 1:
             x = Upsample(width, name="upsamplers_0", compute=self.compute)(x)
         return x
@@ -303,14 +280,7 @@ class _MidBlock(nn.Module):
         s = self.settings
         width = s.channels[-1]
         x = ResnetBlock(width, s.groups, s.eps, s.mid_scale, name="resnets_0", compute=self.compute)(x, temb)
-        x = _Transformer2D(
-            s.heads[-1],
-            s.linear_projection,
-            s.upcast_attention,
-            s.groups,
-            name="attentions_0",
-            compute=self.compute,
-        )(x, context)
+        x = _Transformer2D(s, s.heads[-1], self.compute, name="attentions_0")(x, context)
         return ResnetBlock(width, s.groups, s.eps, s.mid_scale, name="resnets_1", compute=self.compute)(x, temb)
 
 

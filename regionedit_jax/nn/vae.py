@@ -9,7 +9,6 @@ are ``query/key/value/proj_attn`` here, as ``towers.convert`` maps them.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 from regionedit_jax.nn.attention import dot_product_attention
 from regionedit_jax.nn.compute import Compute
 from regionedit_jax.nn.conv_blocks import Downsample, ResnetBlock, Upsample, conv, group_norm
-from regionedit_jax.nn.settings import SettingsError, field
+from regionedit_jax.nn.settings import SettingsError, field, refuse_unbuilt
 
 _EPS = 1e-6  # diffusers' VAE blocks and norms
 _ONLY = {
@@ -52,10 +51,7 @@ class VAESettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "VAE config") -> VAESettings:
         d = cls()
-        for key, allowed in _ONLY.items():
-            if key in config and config[key] not in allowed:
-                builds = " or ".join(map(repr, allowed))
-                raise SettingsError(f"{where}: {key}={config[key]!r} is not built by this VAE (it builds {builds})")
+        refuse_unbuilt(config, _ONLY, where, "VAE")
         channels = config.get("block_out_channels", list(d.channels))
         for key, known in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
             blocks = config.get(key, [known] * len(channels))
@@ -104,7 +100,7 @@ class _MidAttention(nn.Module):  # attentions_0: one head over all positions
         b, height, width, c = x.shape
         h = group_norm(self.groups, _EPS, "group_norm", self.compute)(x).reshape(b, height * width, 1, c)
         q, k, v = (nn.Dense(c, name=name, **kw)(h) for name in ("query", "key", "value"))
-        out = dot_product_attention(q, k, v, scale=1 / math.sqrt(c), implementation=self.compute.attention)
+        out = dot_product_attention(q, k, v, implementation=self.compute.attention)  # one head: 1 / sqrt(c)
         return x + nn.Dense(c, name="proj_attn", **kw)(out.reshape(b, height, width, c))
 
 

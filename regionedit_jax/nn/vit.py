@@ -9,7 +9,6 @@ by the converter's generic rules. Pixels are NHWC. No pooler: the DINO metric re
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,9 +65,7 @@ class _Attention(nn.Module):  # layer.i.attention: "attention" (q, k, v) and "ou
         s = self.settings
         b, length, _ = x.shape
         qkv = _QKV(s, self.compute, name="attention")(x)
-        out = dot_product_attention(
-            *qkv, scale=1 / math.sqrt(s.width // s.heads), implementation=self.compute.attention
-        )
+        out = dot_product_attention(*qkv, implementation=self.compute.attention)
         return _Dense(s.width, self.compute, name="output")(out.reshape(b, length, s.width))
 
 

@@ -192,7 +192,7 @@ def load(
         text_dir,
         "model",
         text_model.shapes(),
-        what=f"{what} text_encoder/",
+        what=text_what,
         naming="transformers",
         dtype=dtype,
         ignore=[r"position_ids$"],

@@ -299,10 +299,8 @@ def write_dino(out: str, seed: int) -> None:
     )
     config.save_pretrained(out)
     shapes = vit.ViTModel(vit.ViTSettings.from_config(config.to_dict())).shapes()
-    pooler = {"dense": {"kernel": (_WIDTH, _WIDTH), "bias": (_WIDTH,)}}
-    shapes["pooler"] = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s, np.float32), pooler, is_leaf=lambda x: isinstance(x, tuple)
-    )
+    leaf = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)  # noqa: E731
+    shapes["pooler"] = {"dense": {"kernel": leaf(_WIDTH, _WIDTH), "bias": leaf(_WIDTH)}}
     write_model(out, random_params(shapes, seed), "transformers", "model")
     _write_json(
         os.path.join(out, "preprocessor_config.json"),
