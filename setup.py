@@ -2,37 +2,35 @@
 
 from setuptools import find_packages, setup
 
-JAX_VERSION = "0.9.2"
+# Lower bounds: installing next to a newer JAX (a GPU image, a TPU VM) keeps that JAX. The towers are the
+# project's own Flax modules (regionedit_jax/nn) and the tokenizers are built with the tokenizers library,
+# so neither transformers nor diffusers is needed at run time.
+JAX = "0.10.2"
 
 INSTALL_REQUIRES = [
-    # The JAX stack. The towers are the project's own modules (regionedit_jax/nn); these pins stay
-    # until the sampler's parity test stops building diffusers' Flax pipeline as its reference and
-    # the suite has run on a newer JAX (flax 0.12.7+ needs jax >= 0.10).
-    f"jax=={JAX_VERSION}",
-    f"jaxlib=={JAX_VERSION}",
-    "flax==0.12.6",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "chex==0.1.92",
-    "ml-collections==1.1.0",
-    # Tokenizers and config writers (transformers); diffusers' Flax pipeline is the sampler's
-    # reference in the tests. Both are the last releases with Flax classes.
-    "transformers==4.57.6",
-    "diffusers==0.39.0",
-    "huggingface-hub==0.36.2",
-    "tokenizers==0.22.2",
-    "safetensors==0.8.0",
-    "sentencepiece",
-    "protobuf",
+    # The JAX stack.
+    f"jax>={JAX}",
+    f"jaxlib>={JAX}",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "chex>=0.1.92",
+    "ml-collections>=1.1.0",
+    # Model files: hub downloads, safetensors weights, the tokenizers.
+    "huggingface-hub>=1.0",
+    "safetensors>=0.8.0",
+    "tokenizers>=0.22.2",
+    "sentencepiece>=0.2",  # reads spiece.model (older T5 folders)
+    "protobuf>=5",
     # The real CLIP BPE vocabulary for the offline tiny towers (a torch-free sdist).
     "openai-clip==1.0.1",
     # Data and images.
-    "grain==0.2.18",
-    "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
-    "tensorflow-datasets==4.9.10",  # tfds.data_source readers only: no TensorFlow needed
-    "datasets==4.8.5",  # 5.x needs huggingface-hub >= 1.0, which transformers 4.57 refuses
-    "numpy==2.4.6",
-    "pillow==13.0.0",
+    "grain>=0.2.18",
+    "tensorboardX>=2.6.5",  # TensorBoard event files without TensorFlow
+    "tensorflow-datasets>=4.9.10",  # tfds.data_source readers only: no TensorFlow needed
+    "datasets>=4.8.5",
+    "numpy>=2.4,<3",
+    "pillow>=13.0.0",
     "scikit-image",
     "scikit-learn",
     "matplotlib",
@@ -40,11 +38,13 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "gpu": [f"jax[cuda12]=={JAX_VERSION}"],
-    "tpu": [f"jax[tpu]=={JAX_VERSION}"],
-    "test": ["pytest>=9,<10", "ruff==0.17.6"],
+    "gpu": [f"jax[cuda13]>={JAX}"],  # NVIDIA driver >= 580
+    "gpu-cuda12": [f"jax[cuda12]>={JAX}"],  # older drivers
+    "tpu": [f"jax[tpu]>={JAX}"],
+    # transformers is the tests' independent reference for tokenizers and config defaults.
+    "test": ["pytest>=9,<10", "ruff==0.17.6", "transformers>=5.25,<6"],
     # Only for tests/make_torch_reference.py, which writes the committed reference outputs.
-    "reference": ["torch==2.13.0"],
+    "reference": ["torch==2.13.0", "transformers>=5.25,<6", "diffusers>=0.42.1"],
 }
 
 setup(

@@ -5,15 +5,16 @@ Run in the reference environment (``pip install -e ".[reference]"`` adds torch):
     .venv-reference/bin/python tests/make_torch_reference.py
 
 Rerun it whenever the tiny bundle's weights change (``towers/tiny.py`` or ``convert.py``:
-``tests/test_towers_reference.py`` then fails on the bundle hash) or when the pinned
-transformers/diffusers versions change. It
+``tests/test_towers_reference.py`` then fails on the bundle hash) or to check a newer
+transformers/diffusers. It
 
-* writes the tiny bundle (seed 0) and loads every model with the PyTorch classes, strictly
-  (no missing, unexpected or mismatched weights);
-* re-saves each model with ``save_pretrained`` and checks that the file torch writes has
-  exactly the keys, shapes and dtypes of the bundle's file;
-* runs each model in float32 on fixed, seeded inputs at the towers' own input sizes and
-  stores inputs, outputs, the key manifests and the bundle's hash.
+* writes the tiny bundle (seed 0, the hub-era layout) and loads every model with the PyTorch
+  classes, strictly (no missing, unexpected or mismatched weights);
+* re-saves each model and tokenizer with the current libraries' ``save_pretrained`` and stores
+  what they write (weight key manifests, config files, tokenizer file names and config): the
+  tests rebuild folders in that current layout and load them;
+* runs each model in float32 on fixed, seeded inputs at the towers' own input sizes, plus
+  diffusers' DDIM scheduler and its whole inpainting pipeline, and stores inputs and outputs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ FILES = {
 CLIP_TEXTS = ["a photo of a cat on a red sofa", "make the sky purple", "replace the dog with a small bear"]
 T5_TEXTS = ["turn the car blue", "remove the person on the left of the bench", "add snow"]
 SD_TEXTS = ["a bowl of fruit", "a snowy mountain at sunset"]
+SAMPLER_TEXTS = ["a red apple on a table", "a small dog"]
+SAMPLER_STEPS, SAMPLER_GUIDANCE = 3, 7.5
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -64,24 +67,39 @@ def _strict(loaded, what: str, allow_unexpected: tuple[str, ...] = ()):
     return model.eval()
 
 
-def _state_keys_match(model, path: str, what: str) -> None:
-    """Every file key is a model parameter/buffer and vice versa (up to tied weights)."""
-    file_keys = {row[0] for row in convert.safetensors_manifest(path)["tensors"]}
-    state_keys = set(model.state_dict())
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = sorted(state_keys - file_keys - tied)
-    unexpected = sorted(file_keys - state_keys)
-    if missing or unexpected:
-        raise AssertionError(f"{what}: state_dict vs {path}: missing {missing[:8]}, unexpected {unexpected[:8]}")
-
-
-def _resave_manifest(model, what: str, name: str) -> dict:
+def _resave(saver, what: str, name: str | None = None) -> dict:
+    """What ``saver.save_pretrained`` writes: file names, its JSON files, the weights' manifest."""
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        path = os.path.join(tmp, name)
-        if not os.path.isfile(path):
-            raise AssertionError(f"{what}: save_pretrained wrote {sorted(os.listdir(tmp))}, not {name}")
-        return convert.safetensors_manifest(path)
+        saver.save_pretrained(tmp)
+        names = sorted(os.listdir(tmp))
+        out = {"files": names, "json": {}}
+        for n in names:
+            if n.endswith(".json"):
+                with open(os.path.join(tmp, n), encoding="utf-8") as f:
+                    out["json"][n] = json.load(f)
+                out["json"][n].pop("_name_or_path", None)  # where it was saved from
+        model = out["json"].get("tokenizer.json", {}).get("model", {})
+        if model.get("type") == "BPE":  # CLIP's 49k vocabulary and merges: the tests take them from the bundle
+            model["vocab"] = model["merges"] = None
+        if name is not None:
+            if name not in names:
+                raise AssertionError(f"{what}: save_pretrained wrote {names}, not {name}")
+            out["manifest"] = convert.safetensors_manifest(os.path.join(tmp, name))
+        return out
+
+
+def _same_tensors(bundle: dict, saved: dict) -> bool:
+    """The saved file holds the bundle's tensors, each under its key or a key it ends with
+    (transformers 5 drops ``text_model.`` from ``CLIPTextModel``'s keys)."""
+    ours = {r[0]: r[1:] for r in bundle["tensors"]}
+    theirs = {r[0]: r[1:] for r in saved["tensors"]}
+    matched = {}
+    for key, spec in theirs.items():
+        hits = [k for k in ours if k == key or k.endswith("." + key)]
+        if len(hits) != 1 or ours[hits[0]] != spec:
+            return False
+        matched[hits[0]] = key
+    return len(matched) == len(ours)
 
 
 def _diff(ours: dict, torch_: dict) -> str:
@@ -107,19 +125,89 @@ def nhwc(t) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy().transpose(0, 2, 3, 1)).astype(np.float32)
 
 
+def _ddim_reference(rng) -> dict[str, np.ndarray]:
+    """diffusers' DDIM (eta 0) on SD's schedule: timesteps and single updates from seeded states."""
+    from diffusers import DDIMScheduler
+
+    out = {}
+    for prediction_type in ("epsilon", "v_prediction"):
+        for set_alpha_to_one in (False, True):
+            config = {**tiny.SCHEDULER_CONFIG, "prediction_type": prediction_type, "set_alpha_to_one": set_alpha_to_one}
+            scheduler = DDIMScheduler.from_config(config)
+            scheduler.set_timesteps(4)
+            states = rng.standard_normal((4, 1, 4, 4, 4)).astype(np.float32)
+            outputs = rng.standard_normal((4, 1, 4, 4, 4)).astype(np.float32)
+            prev = [
+                nhwc(scheduler.step(nchw(o), int(t), nchw(z), eta=0.0).prev_sample)
+                for t, z, o in zip(scheduler.timesteps, states, outputs)
+            ]
+            key = f"ddim_{prediction_type}_{int(set_alpha_to_one)}"
+            out.update(
+                {
+                    f"{key}_timesteps": scheduler.timesteps.numpy().astype(np.int32),
+                    f"{key}_states": states,
+                    f"{key}_outputs": outputs,
+                    f"{key}_prev": np.stack(prev),
+                }
+            )
+    return out
+
+
+def _pipeline_reference(pipe, rng) -> dict[str, np.ndarray]:
+    """diffusers' whole inpainting pipeline with DDIM, eta 0, fixed z_T, from prompts and [0, 1] images.
+
+    One change makes it deterministic: the masked image's VAE posterior gives its mean, as the
+    sampler uses, instead of a draw.
+    """
+    import torch
+    from diffusers import DDIMScheduler
+    from diffusers.models.autoencoders import vae as vae_module
+
+    vae_module.DiagonalGaussianDistribution.sample = lambda self, generator=None: self.mean
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    size, factor = 32, pipe.vae_scale_factor
+    images = rng.uniform(size=(2, size, size, 3)).astype(np.float32)
+    masks = np.zeros((2, size, size, 1), np.float32)
+    masks[0, 8:24, 4:20] = 1
+    masks[1, 16:, :] = 1
+    latents = rng.standard_normal((2, size // factor, size // factor, 4)).astype(np.float32)
+    edited = pipe(
+        prompt=SAMPLER_TEXTS,
+        image=images,
+        mask_image=masks,
+        height=size,
+        width=size,
+        strength=1.0,
+        num_inference_steps=SAMPLER_STEPS,
+        guidance_scale=SAMPLER_GUIDANCE,
+        eta=0.0,
+        latents=nchw(latents),
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    return {
+        "pipeline_texts": np.array(SAMPLER_TEXTS),
+        "pipeline_images": images,
+        "pipeline_masks": masks,
+        "pipeline_latents": latents,
+        "pipeline_steps": np.array(SAMPLER_STEPS, np.int32),
+        "pipeline_guidance": np.array(SAMPLER_GUIDANCE, np.float32),
+        "pipeline_edited": np.asarray(edited, np.float32),
+    }
+
+
 def main() -> int:
     import diffusers
     import torch
     import transformers
     from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import (
+        AutoTokenizer,
         CLIPModel,
         CLIPTextModel,
-        CLIPTokenizer,
-        CLIPTokenizerFast,
         T5EncoderModel,
         T5ForConditionalGeneration,
-        T5TokenizerFast,
         ViTModel,
     )
 
@@ -131,7 +219,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = tiny.write_bundle(os.path.join(tmp, "tiny"), seed=SEED)
         j = lambda *p: os.path.join(bundle, *p)
-        tf_kw = dict(output_loading_info=True, attn_implementation="eager", torch_dtype=torch.float32)
+        tf_kw = dict(output_loading_info=True, attn_implementation="eager", dtype=torch.float32)
         df_kw = dict(output_loading_info=True, low_cpu_mem_usage=False, torch_dtype=torch.float32)
         models = {
             "clip": _strict(CLIPModel.from_pretrained(j("clip"), **tf_kw), "CLIPModel"),
@@ -158,16 +246,18 @@ def main() -> int:
             ours, theirs = getattr(pipe, name).state_dict(), models[name].state_dict()
             assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
 
-        # The bundle's files are what save_pretrained writes.
-        bundle_manifests, failures = {}, []
+        # The bundle's files hold what the current save_pretrained writes (up to key prefixes),
+        # and that current layout is recorded for the tests.
+        bundle_manifests, saved, failures = {}, {}, []
         for name, rel in FILES.items():
             ours = convert.safetensors_manifest(j(rel))
-            _state_keys_match(models[name], j(rel), name)
-            theirs = _resave_manifest(models[name], name, os.path.basename(rel))
-            bundle_manifests[rel] = theirs
-            if ours != theirs:
-                failures.append(f"{rel}: the bundle's file differs from save_pretrained's:\n{_diff(ours, theirs)}")
-        encoder_rows = _resave_manifest(t5_encoder, "t5 encoder", "model.safetensors")["tensors"]
+            saved[rel] = _resave(models[name], name, os.path.basename(rel))
+            bundle_manifests[rel] = ours
+            if not _same_tensors(ours, saved[rel]["manifest"]):
+                failures.append(
+                    f"{rel}: the bundle's file differs from save_pretrained's:\n{_diff(ours, saved[rel]['manifest'])}"
+                )
+        encoder_rows = _resave(t5_encoder, "t5 encoder", "model.safetensors")["manifest"]["tensors"]
         full_rows = {tuple(map(str, r)) for r in bundle_manifests[FILES["t5"]]["tensors"]}
         extra = [r for r in encoder_rows if tuple(map(str, r)) not in full_rows]
         if extra:
@@ -175,19 +265,27 @@ def main() -> int:
         if failures:
             print("\n".join(failures), file=sys.stderr)
             return 1
+        for rel, tokenizer in (
+            ("clip", AutoTokenizer.from_pretrained(j("clip"))),
+            ("t5", AutoTokenizer.from_pretrained(j("t5"))),
+            ("sd_inpaint/tokenizer", AutoTokenizer.from_pretrained(j("sd_inpaint", "tokenizer"))),
+        ):
+            saved[rel] = _resave(tokenizer, rel)
+        saved["sd_inpaint"] = _resave(pipe, "sd_inpaint")
 
         rng = np.random.default_rng(SEED)
         f32 = np.float32
         ref: dict[str, np.ndarray] = {}
         with torch.no_grad():
             # CLIP text and image.
-            tok = CLIPTokenizerFast.from_pretrained(j("clip"))
+            tok = AutoTokenizer.from_pretrained(j("clip"))
             enc = tok(CLIP_TEXTS, padding="max_length", max_length=77, truncation=True, return_tensors="np")
             ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
             clip = models["clip"]
             emb = clip.get_text_features(
                 input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long()
             )
+            emb = emb if torch.is_tensor(emb) else emb.pooler_output  # transformers 5: an output object
             emb = emb / emb.norm(dim=-1, keepdim=True)
             ref.update(
                 clip_texts=np.array(CLIP_TEXTS),
@@ -207,7 +305,7 @@ def main() -> int:
             )
 
             # T5 encoder, from both classes.
-            tok = T5TokenizerFast.from_pretrained(j("t5"))
+            tok = AutoTokenizer.from_pretrained(j("t5"))
             enc = tok(T5_TEXTS, padding="max_length", max_length=77, truncation=True, return_tensors="np")
             ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
             args = dict(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long())
@@ -241,7 +339,7 @@ def main() -> int:
                 vae_latents=latents,
                 vae_decoded=nhwc((decoded / 2 + 0.5).clamp(0, 1)),
             )
-            tok = CLIPTokenizer.from_pretrained(j("sd_inpaint", "tokenizer"))
+            tok = AutoTokenizer.from_pretrained(j("sd_inpaint", "tokenizer"))
             ids = tok(SD_TEXTS, padding="max_length", max_length=77, truncation=True, return_tensors="np")[
                 "input_ids"
             ].astype(np.int32)
@@ -250,11 +348,14 @@ def main() -> int:
             gap = float((states - pipe_states).abs().max())  # the pipeline's text encoder runs sdpa
             assert gap < 1e-5, f"the pipeline's prompt encoding differs by {gap}"
             ref.update(sd_texts=np.array(SD_TEXTS), sd_input_ids=ids, sd_text_hidden=states.numpy())
+            ref.update(_ddim_reference(rng))
+            ref.update(_pipeline_reference(pipe, rng))
 
         ref = {k: (v.astype(f32) if v.dtype.kind == "f" else v) for k, v in ref.items()}
         ref.update(
             bundle_sha256=np.array(tiny.weights_digest(bundle)),
             manifests=np.array(json.dumps(bundle_manifests, sort_keys=True)),
+            saved=np.array(json.dumps(saved, sort_keys=True)),
             versions=np.array(
                 json.dumps(
                     {

@@ -132,7 +132,7 @@ def test_tiny_writer_and_loader_share_one_parameter_tree(tiny_bundle):
     shapes = clip.ClipModel(clip.ClipSettings.from_config(config)).shapes()
     loaded = clip_tower.load(os.path.join(tiny_bundle, "clip"))
     assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(loaded.params)
-    assert tiny.clip_config().projection_dim == loaded.dim
+    assert tiny.clip_config()["projection_dim"] == loaded.dim
 
 
 # T5 ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A non-editable install carries what the package reads at run time: configs, sample list, assets."""
+"""Packaging: a non-editable install carries what the package reads at run time (configs, sample list,
+assets), and the requirements leave a newer JAX in place."""
 
 import os
 import subprocess
@@ -27,3 +28,27 @@ def test_the_wheel_carries_configs_samples_and_assets(tmp_path):
     ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("configs/")]  # no top-level package to collide with
+
+
+def test_requirements_are_lower_bounds_without_torch_transformers_or_diffusers():
+    """Installing next to a newer JAX keeps it; run time needs no PyTorch-world library."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    runtime, extras = [], {}
+    for line in requires("regionedit_jax"):
+        req = Requirement(line)
+        extra = [
+            m
+            for m in ("gpu", "gpu-cuda12", "tpu", "test", "reference")
+            if req.marker and req.marker.evaluate({"extra": m})
+        ]
+        (extras.setdefault(extra[0], []) if extra else runtime).append(req)
+    names = {r.name.lower().replace("_", "-"): r for r in runtime}
+    assert not {"torch", "transformers", "diffusers"} & set(names)
+    for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tokenizers", "huggingface-hub"):
+        operators = {spec.operator for spec in names[name].specifier}
+        assert operators == {">="}, f"{name}: {names[name].specifier}"
+    assert {r.name for r in extras["reference"]} == {"torch", "transformers", "diffusers"}
+    assert all("jax" == r.name and r.extras for r in extras["gpu"] + extras["tpu"])

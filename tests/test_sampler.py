@@ -1,18 +1,26 @@
 """The SD inpainting sampler: preservation, determinism, guidance, diffusers parity and errors."""
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from regionedit_jax.generators.sd_inpaint import InpaintSampler, SamplerOptions, ddim_schedule, ddim_step
-from regionedit_jax.towers import sd_inpaint
+from regionedit_jax.towers import sd_inpaint, tiny
 
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torch_reference.npz")
 B, SIZE, STEPS, W = 2, 32, 3, 7.5
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bundle):
+    """The PyTorch reference (``tests/make_torch_reference.py``) for this bundle."""
+    with np.load(FIXTURE) as data:
+        out = {k: data[k] for k in data.files}
+    assert tiny.weights_digest(tiny_bundle) == str(out["bundle_sha256"]), "rerun tests/make_torch_reference.py"
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -101,80 +109,25 @@ def test_guidance_one_is_the_conditional_prediction(sd_tower, plain, jitted, inp
     assert np.abs(np.asarray(other) - np.asarray(ref)).max() > 1e-3
 
 
-def _exact_geglu(next_fun, args, kwargs, context):
-    """A flax method interceptor: diffusers' ``FlaxGEGLU`` with the exact (erf) GELU that SD was
-    trained with (diffusers 0.39's Flax GEGLU calls the tanh approximation)."""
-    from diffusers.models.attention_flax import FlaxGEGLU
-
-    if not (isinstance(context.module, FlaxGEGLU) and context.method_name == "__call__"):
-        return next_fun(*args, **kwargs)
-    module, hidden_states = context.module, args[0]
-    hidden_linear, hidden_gelu = jnp.split(module.proj(hidden_states), 2, axis=-1)
-    return hidden_linear * jax.nn.gelu(hidden_gelu, approximate=False)
-
-
-def test_matches_the_diffusers_flax_pipeline(sd_tower, tiny_bundle, plain, inputs, monkeypatch):
-    """Blend off, same z_T: equal to ``FlaxStableDiffusionInpaintPipeline`` (diffusers 0.39) with
-    diffusers' own Flax UNet, VAE and transformers' text encoder on the same weights.
-
-    Differences made fair: the pipeline samples the masked image's VAE posterior with a key,
-    the sampler uses its mean, so the pipeline's sample is patched to the mean; the pipeline's
-    GEGLU gets the exact GELU (an interceptor); its guidance scale is passed as a 0-d array (a
-    Python float becomes a [B] vector that broadcasts against the width).
-    """
-    from diffusers import (
-        FlaxAutoencoderKL,
-        FlaxDDIMScheduler,
-        FlaxStableDiffusionInpaintPipeline,
-        FlaxUNet2DConditionModel,
+def test_matches_the_diffusers_pipeline(sd_tower, plain, reference):
+    """Blend off, same z_T: equal to diffusers' PyTorch ``StableDiffusionInpaintPipeline`` with DDIM
+    (eta 0) on the same weights, from the same prompts, [0, 1] images and masks (the fixture of
+    ``tests/make_torch_reference.py``; its VAE posterior gives the mean, as the sampler uses)."""
+    ids = sd_tower.tokenize(list(reference["pipeline_texts"]))
+    sampler = InpaintSampler(sd_tower, SamplerOptions(num_steps=int(reference["pipeline_steps"]), blend=False))
+    out = sampler(
+        sd_tower.params,
+        reference["pipeline_images"],
+        reference["pipeline_masks"],
+        ids,
+        jax.random.key(0),
+        float(reference["pipeline_guidance"]),
+        init_latents=reference["pipeline_latents"],
     )
-    from diffusers.models import vae_flax
-    from transformers import CLIPTextConfig, FlaxCLIPTextModel
-
-    images, masks, ids, z_t = inputs
-    folder = os.path.join(tiny_bundle, "sd_inpaint")
-    with open(os.path.join(folder, "scheduler", "scheduler_config.json")) as f:
-        scheduler = FlaxDDIMScheduler.from_config(json.load(f))
-    text_encoder = FlaxCLIPTextModel(
-        CLIPTextConfig.from_pretrained(os.path.join(folder, "text_encoder")), _do_init=False
-    )
-    library = {}
-    for sub, cls in (("unet", FlaxUNet2DConditionModel), ("vae", FlaxAutoencoderKL)):
-        with open(os.path.join(folder, sub, "config.json")) as f:
-            library[sub] = cls.from_config(json.load(f))
-    pipe = FlaxStableDiffusionInpaintPipeline(
-        vae=library["vae"],
-        text_encoder=text_encoder,
-        tokenizer=sd_tower.tokenizer,
-        unet=library["unet"],
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-    )
-    params = {**sd_tower.params, "scheduler": scheduler.create_state()}
-    monkeypatch.setattr(vae_flax.FlaxDiagonalGaussianDistribution, "sample", lambda self, key: self.mean)
-
-    # The pipeline's prepare_inputs on arrays: NCHW, [-1, 1], masked pixels set to 0.
-    mask_nchw = jnp.asarray(masks.transpose(0, 3, 1, 2))
-    masked_nchw = jnp.asarray((images * 2 - 1).transpose(0, 3, 1, 2)) * (mask_nchw < 0.5)
-    with nn.intercept_methods(_exact_geglu):
-        ref = pipe(
-            jnp.asarray(ids),
-            mask_nchw,
-            masked_nchw,
-            params,
-            jax.random.key(0),
-            num_inference_steps=STEPS,
-            height=SIZE,
-            width=SIZE,
-            guidance_scale=jnp.float32(W),
-            latents=jnp.asarray(z_t.transpose(0, 3, 1, 2)),
-            jit=False,
-        ).images
-    out = plain(sd_tower.params, images, masks, ids, jax.random.key(0), W, init_latents=z_t)
-    diff = float(np.abs(np.asarray(out) - np.asarray(ref)).max())
+    want = reference["pipeline_edited"]
+    diff = float(np.abs(np.asarray(out) - want).max())
     print(f"max |sampler - diffusers pipeline| = {diff:.3g}")
-    assert ref.shape == out.shape and np.asarray(ref).std() > 0.05
+    assert out.shape == want.shape and want.std() > 0.05
     assert diff < 1e-4
 
 
@@ -190,24 +143,16 @@ def test_eta_adds_noise(sd_tower, sampler, plain, inputs):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("set_alpha_to_one", [False, True])
-def test_ddim_update_matches_diffusers(prediction_type, set_alpha_to_one):
-    """Timesteps and eta-0 updates equal ``FlaxDDIMScheduler``'s, for both prediction types."""
-    from diffusers import FlaxDDIMScheduler
-
-    from regionedit_jax.towers import tiny
-
+def test_ddim_update_matches_diffusers(reference, prediction_type, set_alpha_to_one):
+    """Timesteps and eta-0 updates equal diffusers' ``DDIMScheduler``'s, for both prediction types."""
+    key = f"ddim_{prediction_type}_{int(set_alpha_to_one)}"
     config = {**tiny.SCHEDULER_CONFIG, "prediction_type": prediction_type, "set_alpha_to_one": set_alpha_to_one}
-    scheduler = FlaxDDIMScheduler.from_config(config)
-    state = scheduler.set_timesteps(scheduler.create_state(), num_inference_steps=4)
     table = ddim_schedule(sd_inpaint.NoiseSchedule.from_config(config), 4)
-    np.testing.assert_array_equal(table["t"], np.asarray(state.timesteps))
-    rng = np.random.default_rng(0)
-    z = jnp.asarray(rng.standard_normal((1, 4, 4, 4)), jnp.float32)
-    for i, t in enumerate(table["t"]):
-        out = jnp.asarray(rng.standard_normal(z.shape), jnp.float32)
-        ref = scheduler.step(state, out, int(t), z).prev_sample
-        z = ddim_step(z, out, table["a_t"][i], table["a_prev"][i], prediction_type)
-        np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(table["t"], reference[f"{key}_timesteps"])
+    for i in range(4):
+        z, out = reference[f"{key}_states"][i], reference[f"{key}_outputs"][i]
+        prev = ddim_step(jnp.asarray(z), jnp.asarray(out), table["a_t"][i], table["a_prev"][i], prediction_type)
+        np.testing.assert_allclose(prev, reference[f"{key}_prev"][i], rtol=1e-5, atol=1e-5)
 
 
 def test_shape_errors(sd_tower, sampler, inputs):

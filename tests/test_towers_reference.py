@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -94,3 +95,71 @@ def test_sd_vae(ref, sd_tower):
 def test_sd_text_encoder(ref, sd_tower):
     out = jax.jit(sd_tower.encode_text)(sd_tower.params, ref["sd_input_ids"])
     assert_close(out, ref["sd_text_hidden"], TIGHT, "SD text encoder states")
+
+
+# Folders saved by the current libraries ---------------------------------------------------------
+
+
+def _current_layout(bundle: str, saved: dict, out: str) -> str:
+    """The bundle as transformers 5 / diffusers 0.4x save it: their config and tokenizer files (CLIP's
+    49k vocabulary and merges are taken from the bundle, the fixture leaves them out), the same
+    weight files, no ``vocab.json`` / ``merges.txt`` / ``spiece.model``."""
+    towers = {"clip": "clip", "t5": "t5", "dino": "dino", "sd_inpaint": "sd_inpaint"}
+    for sub in ("text_encoder", "tokenizer", "unet", "vae", "scheduler"):
+        towers[f"sd_inpaint/{sub}"] = f"sd_inpaint/{sub}"
+    for rel in towers:
+        os.makedirs(os.path.join(out, rel), exist_ok=True)
+    for rel, what in saved.items():
+        folder = rel if rel in towers else os.path.dirname(rel)
+        for name, content in what["json"].items():
+            if name == "tokenizer.json" and content["model"]["type"] == "BPE":
+                with open(os.path.join(bundle, folder, name), encoding="utf-8") as f:
+                    bundle_model = json.load(f)["model"]
+                content = {
+                    **content,
+                    "model": {**content["model"], **{k: bundle_model[k] for k in ("vocab", "merges")}},
+                }
+            with open(os.path.join(out, folder, name), "w", encoding="utf-8") as f:
+                json.dump(content, f)
+        if "manifest" in what:
+            shutil.copy(os.path.join(bundle, rel), os.path.join(out, rel))
+    for rel in (
+        "clip/preprocessor_config.json",
+        "dino/preprocessor_config.json",
+        "sd_inpaint/scheduler/scheduler_config.json",
+    ):
+        shutil.copy(os.path.join(bundle, rel), os.path.join(out, rel))
+    return out
+
+
+def test_folders_saved_by_current_libraries_load(
+    ref, tiny_bundle, tmp_path, clip_tower, t5_tower, dino_tower, sd_tower
+):
+    """Same weights, same outputs; the tokenizers come from tokenizer.json alone."""
+    from regionedit_jax.towers import clip, dino, sd_inpaint, t5
+
+    saved = json.loads(str(ref["saved"]))
+    assert sorted(saved["clip"]["files"]) == ["tokenizer.json", "tokenizer_config.json"]
+    folder = _current_layout(tiny_bundle, saved, str(tmp_path / "current"))
+    loaded = {
+        "clip": (clip.load(os.path.join(folder, "clip")), clip_tower),
+        "t5": (t5.load(os.path.join(folder, "t5")), t5_tower),
+        "dino": (dino.load(os.path.join(folder, "dino")), dino_tower),
+        "sd": (sd_inpaint.load(os.path.join(folder, "sd_inpaint")), sd_tower),
+    }
+    for name, (current, bundled) in loaded.items():
+        same = jax.tree_util.tree_map(
+            lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), current.params, bundled.params
+        )
+        assert all(jax.tree_util.tree_leaves(same)), f"{name}: parameters differ"
+    np.testing.assert_array_equal(loaded["clip"][0].tokenize(list(ref["clip_texts"]))[0], ref["clip_input_ids"])
+    np.testing.assert_array_equal(loaded["t5"][0].tokenize(list(ref["t5_texts"]))[0], ref["t5_input_ids"])
+    np.testing.assert_array_equal(loaded["sd"][0].tokenize(list(ref["sd_texts"])), ref["sd_input_ids"])
+    for current, bundled in [loaded[n] for n in ("clip", "t5", "dino")]:
+        assert current.module == bundled.module  # the same settings read from the newer config.json
+    current, bundled = loaded["sd"]
+    assert (current.unet_module, current.vae_module, current.text_module) == (
+        bundled.unet_module,
+        bundled.vae_module,
+        bundled.text_module,
+    )

@@ -343,7 +343,7 @@ def make_dataset(
     """This host's batches (see the module docstring); iterate it for a ``PipelineIterator``.
 
     ``data_dir_or_paths``: a folder of ``*.array_record`` shards or a list of shard files.
-    Tokenizers: HF fast tokenizer objects, or the tower folders to load them from;
+    Tokenizers: the towers' ``text.Tokenizer`` (``clip.tokenizer``, ``t5.tokenizer``);
     ``prompt_tokenizer`` (picklable, texts -> [B, L] int32) adds ``prompt_ids`` for the generator.
     ``num_epochs=None`` repeats forever; each epoch is shuffled differently (from ``seed``).
     ``crop``: "center" (shorter side to ``image_size``, centre crop) or "pad" (longer side,
@@ -382,8 +382,8 @@ def make_dataset(
         it,
         global_batch_size // process_count,
         drop_remainder,
-        TextEncoder(clip_tokenizer, clip_max_length, "CLIP"),
-        TextEncoder(t5_tokenizer, t5_max_length, "T5"),
+        TextEncoder(clip_tokenizer, clip_max_length),
+        TextEncoder(t5_tokenizer, t5_max_length),
         prompt_tokenizer,
     )
     if worker_count:

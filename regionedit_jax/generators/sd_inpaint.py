@@ -10,7 +10,7 @@
     z_prev  = m z_prev + (1 - m) q(z0, t_prev)   when ``blend`` (Eq. 22-23); exactly z0 at the end
   G        = VAE_dec(z_0)
 
-Timesteps follow diffusers' ``FlaxDDIMScheduler`` ("leading" spacing plus ``steps_offset``)
+Timesteps follow diffusers' ``DDIMScheduler`` ("leading" spacing plus ``steps_offset``)
 and the step after the last uses ``alphas_cumprod[0]`` or 1 as ``set_alpha_to_one`` says.
 The masked image is zero in the VAE's [-1, 1] input space, as in SD inpainting training and
 the diffusers pipelines (``image * (mask < 0.5)`` on [-1, 1] images).
@@ -226,7 +226,7 @@ class SDInpaintGenerator(Generator):
     def __init__(self, sd: SDInpaint, options: SamplerOptions):
         self.sd, self.sampler = sd, InpaintSampler(sd, options)
         self.multiple, self.max_length = self.sampler.multiple, sd.max_length
-        self._tokenizer = text.TextEncoder(sd.tokenizer, sd.max_length, "SD text encoder", ids_only=True)
+        self._tokenizer = text.TextEncoder(sd.tokenizer, sd.max_length, ids_only=True)
 
     @property
     def params(self):

@@ -46,7 +46,7 @@ class Clip:
 
     module: clip_nn.ClipModel
     params: Any  # its parameters, in ``dtype``
-    tokenizer: Any
+    tokenizer: text.Tokenizer
     dtype: Any
     dim: int  # joint embedding size d
     image_size: int  # the vision tower's input resolution
@@ -62,7 +62,7 @@ class Clip:
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Texts -> (input_ids, attention_mask), each [B, max_length] int32."""
-        return text.tokenize(self.tokenizer, texts, self.max_length, "CLIP")
+        return self.tokenizer(texts, self.max_length)
 
     def encode_text(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, L] token ids and mask -> [B, d] projected, L2-normalised text embeddings."""
@@ -107,8 +107,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, at
     ``preprocessor_config.json`` is optional. ``attention`` picks the attention kernel
     (``nn.attention``: None, "xla" or "cudnn").
     """
-    from transformers import CLIPTokenizerFast
-
     folder = files.resolve(name_or_path, "CLIP")
     config = files.read_config(folder, "CLIP", key="model_type", allowed=["clip"])
     files.require_file(folder, ["tokenizer.json", "vocab.json"], "CLIP", "the CLIP BPE tokenizer")
@@ -127,7 +125,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, at
     return Clip(
         module=module,
         params=params,
-        tokenizer=CLIPTokenizerFast.from_pretrained(folder),
+        tokenizer=text.load_clip(folder, "CLIP"),
         dtype=dtype,
         dim=settings.projection_dim,
         image_size=settings.vision.image_size,

@@ -83,7 +83,7 @@ class SDInpaint:
     vae_module: vae_nn.AutoencoderKL
     text_module: clip_nn.ClipTextModel
     params: dict[str, Any]
-    tokenizer: Any
+    tokenizer: text.Tokenizer
     schedule: NoiseSchedule
     dtype: Any
     scaling_factor: float  # latents = VAE mean * scaling_factor
@@ -94,7 +94,7 @@ class SDInpaint:
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> [B, 77] int32 ids, padded as the diffusers pipelines do (no mask)."""
-        return text.tokenize(self.tokenizer, texts, self.max_length, "SD text encoder")[0]
+        return self.tokenizer(texts, self.max_length)[0]
 
     def encode_text(self, params, input_ids: jax.Array) -> jax.Array:
         """[B, 77] ids -> [B, 77, C] text conditioning."""
@@ -159,8 +159,6 @@ def load(
     """Loads an SD inpainting pipeline folder (diffusers layout) or hub id, without torch.
 
     ``attention`` picks the attention kernel of the UNet, VAE and text encoder (``nn.attention``)."""
-    from transformers import CLIPTokenizer
-
     what = "SD inpainting"
     folder = files.resolve(name_or_path, what)
     files.read_config(folder, what, key="_class_name", allowed=_PIPELINES, name="model_index.json")
@@ -198,7 +196,7 @@ def load(
         ignore=[r"position_ids$"],
     )
     tok_dir = os.path.join(folder, "tokenizer")
-    files.require_file(tok_dir, ["vocab.json"], f"{what} tokenizer/", "the CLIP BPE vocabulary")
+    tokenizer = text.load_clip(tok_dir, f"{what} tokenizer/")
     sched_dir = os.path.join(folder, "scheduler")
     sched_path = files.require_file(
         sched_dir, ["scheduler_config.json"], f"{what} scheduler/", "the scheduler's training constants"
@@ -208,7 +206,7 @@ def load(
         vae_module=vae,
         text_module=text_model,
         params={"unet": unet_params, "vae": vae_params, "text_encoder": text_params},
-        tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
+        tokenizer=tokenizer,
         schedule=NoiseSchedule.from_config(_read_json(sched_path, f"{what} scheduler/")),
         dtype=dtype,
         scaling_factor=vae.settings.scaling_factor,

@@ -32,14 +32,14 @@ class T5:
 
     module: t5_nn.T5Encoder
     params: Any
-    tokenizer: Any
+    tokenizer: text.Tokenizer
     dtype: Any
     dim: int  # d_model
     max_length: int  # static token length L
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Texts -> (input_ids, attention_mask), each [B, max_length] int32."""
-        return text.tokenize(self.tokenizer, texts, self.max_length, "T5")
+        return self.tokenizer(texts, self.max_length)
 
     def encode(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, L] ids and mask -> [B, L, d_model] float32 token features."""
@@ -68,8 +68,6 @@ def load(
     (``spiece.model`` or ``tokenizer.json``). ``attention`` picks the attention kernel
     (``nn.attention``).
     """
-    from transformers import T5TokenizerFast
-
     folder = files.resolve(name_or_path, "T5")
     config = files.read_config(folder, "T5", key="model_type", allowed=["t5"])
     files.require_file(folder, ["tokenizer.json", "spiece.model"], "T5", "the SentencePiece tokenizer")
@@ -81,7 +79,7 @@ def load(
     return T5(
         module=module,
         params=params,
-        tokenizer=T5TokenizerFast.from_pretrained(folder),
+        tokenizer=text.load_t5(folder, "T5"),
         dtype=dtype,
         dim=settings.width,
         max_length=max_length,

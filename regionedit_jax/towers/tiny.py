@@ -32,12 +32,19 @@ import numpy as np
 from flax import traverse_util
 
 from regionedit_jax import outputs
-from regionedit_jax.towers import convert
+from regionedit_jax.towers import convert, text
 
 FORMAT = 1  # bump when the bundle's contents change (the torch reference fixture records it)
 _ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 _CLIP_IMAGE = 32  # tiny CLIP and DINO input resolution
 _WIDTH = 32  # every tiny tower's width (so the joint CLIP space and T5 both have d = 32)
+# The config files are written as these releases' save_pretrained wrote them (the hub-era layout).
+_TRANSFORMERS_VERSION = "4.57.6"
+_TRANSFORMER_DEFAULTS = {
+    "attention_dropout": 0.0,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+}
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -58,9 +65,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def write_clip_tokenizer(out: str) -> None:
-    """Converts the openai-clip BPE file to the transformers CLIP tokenizer files in ``out``."""
-    from transformers import CLIPTokenizerFast
-
+    """Writes the real CLIP BPE tokenizer (from the openai-clip package) as the hub's CLIP folders hold
+    it: ``vocab.json``, ``merges.txt``, ``tokenizer.json``, ``tokenizer_config.json`` and
+    ``special_tokens_map.json``."""
     spec = importlib.util.find_spec("clip")  # located, never imported (it would import torch)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
@@ -72,23 +79,25 @@ def write_clip_tokenizer(out: str) -> None:
     chars = list(_bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab, merges_file = os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt")
-        with open(vocab, "w", encoding="utf-8") as f:
-            json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
-        with open(merges_file, "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-        tokenizer = CLIPTokenizerFast(vocab, merges_file, model_max_length=77)
-        tokenizer.save_pretrained(out)
+    vocab = {t: i for i, t in enumerate(tokens)}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(out, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    specials = text.CLIP_SPECIALS
+    text.clip_backend(vocab, merges, specials, "CLIP").save(os.path.join(out, "tokenizer.json"))
+    _write_tokenizer_config(out, "CLIPTokenizer", specials, model_max_length=77, errors="replace")
 
 
 def write_t5_tokenizer(out: str, vocab_size: int = 2000) -> int:
-    """Trains a SentencePiece unigram model with T5's ids (pad 0, eos 1, unk 2, no bos).
+    """Trains a SentencePiece unigram model with T5's ids (pad 0, eos 1, unk 2, no bos) and writes it as
+    the hub's T5 folders hold it: ``spiece.model``, ``tokenizer.json``, ``tokenizer_config.json`` and
+    ``special_tokens_map.json``.
 
     Returns the tokenizer's vocabulary size including T5's 100 sentinel tokens.
     """
     import sentencepiece as spm
-    from transformers import T5TokenizerFast
 
     os.makedirs(out, exist_ok=True)
     prefix = os.path.join(out, "spiece")
@@ -106,12 +115,32 @@ def write_t5_tokenizer(out: str, vocab_size: int = 2000) -> int:
         minloglevel=2,
     )
     os.remove(prefix + ".vocab")
-    # add_prefix_space: the first word gets "▁" like every other, as SentencePiece itself does.
-    tokenizer = T5TokenizerFast(
-        vocab_file=prefix + ".model", extra_ids=100, model_max_length=512, add_prefix_space=True
+    specials = text.T5_SPECIALS
+    backend = text.t5_backend(prefix + ".model", text.T5_EXTRA_IDS, specials, "T5")
+    backend.save(os.path.join(out, "tokenizer.json"))
+    sentinels = [f"<extra_id_{i}>" for i in range(text.T5_EXTRA_IDS)]
+    _write_tokenizer_config(
+        out,
+        "T5Tokenizer",
+        specials,
+        model_max_length=512,
+        extra_ids=text.T5_EXTRA_IDS,
+        additional_special_tokens=sentinels,
+        legacy=True,
+        add_prefix_space=True,
     )
-    tokenizer.save_pretrained(out)
-    return len(tokenizer)
+    return backend.get_vocab_size(with_added_tokens=True)
+
+
+def _write_tokenizer_config(out: str, tokenizer_class: str, specials: dict[str, str], **fields: Any) -> None:
+    """``tokenizer_config.json`` and ``special_tokens_map.json`` with the fields transformers writes."""
+    tokens = {f"{key}_token": value for key, value in specials.items()}
+    extra = {k: v for k, v in fields.items() if k == "additional_special_tokens"}
+    _write_json(os.path.join(out, "special_tokens_map.json"), {**tokens, **extra})
+    _write_json(
+        os.path.join(out, "tokenizer_config.json"),
+        {**tokens, **fields, "clean_up_tokenization_spaces": False, "tokenizer_class": tokenizer_class},
+    )
 
 
 # ------------------------------------------------------------------------------ weights
@@ -158,17 +187,16 @@ def _write_json(path: str, obj: dict[str, Any]) -> None:
 
 def _clip_text_config(**overrides) -> dict[str, Any]:
     return {
-        **dict(
-            hidden_size=_WIDTH,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            vocab_size=49408,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        ),
+        **_TRANSFORMER_DEFAULTS,
+        "hidden_act": "quick_gelu",
+        "hidden_size": _WIDTH,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 77,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "pad_token_id": 49407,
+        "vocab_size": 49408,
         **overrides,
     }
 
@@ -183,24 +211,38 @@ def clip_config(
     image_size: int = _CLIP_IMAGE,
     patch_size: int = 4,
 ):
-    """A small ``CLIPConfig``: both towers and the joint space ``width`` wide."""
-    from transformers import CLIPConfig
-
-    return CLIPConfig(
-        text_config=_clip_text_config(
-            hidden_size=width, intermediate_size=mlp, num_hidden_layers=text_layers, num_attention_heads=heads
-        ),
-        vision_config=dict(
+    """A small CLIP ``config.json`` (as ``CLIPConfig.save_pretrained`` writes it): both towers and the
+    joint space ``width`` wide."""
+    return {
+        "architectures": ["CLIPModel"],
+        "initializer_factor": 1.0,
+        "logit_scale_init_value": 2.6592,
+        "model_type": "clip",
+        "projection_dim": width,
+        "text_config": _clip_text_config(
             hidden_size=width,
             intermediate_size=mlp,
-            num_hidden_layers=vision_layers,
+            num_hidden_layers=text_layers,
             num_attention_heads=heads,
-            image_size=image_size,
-            patch_size=patch_size,
+            model_type="clip_text_model",
+            projection_dim=512,
         ),
-        projection_dim=width,
-        architectures=["CLIPModel"],
-    )
+        "transformers_version": _TRANSFORMERS_VERSION,
+        "vision_config": {
+            **_TRANSFORMER_DEFAULTS,
+            "hidden_act": "quick_gelu",
+            "hidden_size": width,
+            "image_size": image_size,
+            "intermediate_size": mlp,
+            "layer_norm_eps": 1e-05,
+            "model_type": "clip_vision_model",
+            "num_attention_heads": heads,
+            "num_channels": 3,
+            "num_hidden_layers": vision_layers,
+            "patch_size": patch_size,
+            "projection_dim": 512,
+        },
+    }
 
 
 def write_clip(out: str, seed: int, config=None) -> None:
@@ -208,9 +250,9 @@ def write_clip(out: str, seed: int, config=None) -> None:
     from regionedit_jax.nn import clip as clip_nn
 
     config = clip_config() if config is None else config
-    size = config.vision_config.image_size
-    config.save_pretrained(out)
-    shapes = clip_nn.ClipModel(clip_nn.ClipSettings.from_config(config.to_dict())).shapes()
+    size = config["vision_config"]["image_size"]
+    _write_json(os.path.join(out, "config.json"), config)
+    shapes = clip_nn.ClipModel(clip_nn.ClipSettings.from_config(config)).shapes()
     write_model(out, random_params(shapes, seed), "transformers", "model")
     write_clip_tokenizer(out)
     _write_json(
@@ -255,50 +297,70 @@ def t5_with_decoder(encoder: dict[str, Any], vocab_size: int, width: int) -> dic
 
 def write_t5(out: str, seed: int) -> None:
     """Writes a random T5 folder: a whole encoder-decoder, as real checkpoints come."""
-    from transformers import T5Config
-
     from regionedit_jax.nn import t5
 
     vocab = write_t5_tokenizer(out)
-    config = T5Config(
-        vocab_size=vocab,
-        d_model=_WIDTH,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        decoder_start_token_id=0,
-        architectures=["T5ForConditionalGeneration"],
-    )
-    config.save_pretrained(out)
-    encoder = t5.T5Encoder(t5.T5Settings.from_config(config.to_dict())).shapes()
+    config = {
+        "architectures": ["T5ForConditionalGeneration"],
+        "classifier_dropout": 0.0,
+        "d_ff": 64,
+        "d_kv": 8,
+        "d_model": _WIDTH,
+        "decoder_start_token_id": 0,
+        "dense_act_fn": "gelu_new",
+        "dropout_rate": 0.1,
+        "eos_token_id": 1,
+        "feed_forward_proj": "gated-gelu",
+        "initializer_factor": 1.0,
+        "is_encoder_decoder": True,
+        "is_gated_act": True,
+        "layer_norm_epsilon": 1e-06,
+        "model_type": "t5",
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "num_layers": 2,
+        "pad_token_id": 0,
+        "relative_attention_max_distance": 128,
+        "relative_attention_num_buckets": 32,
+        "tie_word_embeddings": False,
+        "transformers_version": _TRANSFORMERS_VERSION,
+        "use_cache": True,
+        "vocab_size": vocab,
+    }
+    _write_json(os.path.join(out, "config.json"), config)
+    encoder = t5.T5Encoder(t5.T5Settings.from_config(config)).shapes()
     write_model(out, random_params(t5_with_decoder(encoder, vocab, _WIDTH), seed), "transformers", "model")
 
 
 def write_dino(out: str, seed: int) -> None:
     """Writes a random ViT folder in the ``ViTModel`` layout, pooler included (as transformers saves it)."""
     import jax
-    from transformers import ViTConfig
 
     from regionedit_jax.nn import vit
 
-    config = ViTConfig(
-        hidden_size=_WIDTH,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=_CLIP_IMAGE,
-        patch_size=8,
-        qkv_bias=True,
-        architectures=["ViTModel"],
-    )
-    config.save_pretrained(out)
-    shapes = vit.ViTModel(vit.ViTSettings.from_config(config.to_dict())).shapes()
+    config = {
+        "architectures": ["ViTModel"],
+        "attention_probs_dropout_prob": 0.0,
+        "encoder_stride": 16,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "hidden_size": _WIDTH,
+        "image_size": _CLIP_IMAGE,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-12,
+        "model_type": "vit",
+        "num_attention_heads": 4,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 8,
+        "pooler_act": "tanh",
+        "pooler_output_size": _WIDTH,
+        "qkv_bias": True,
+        "transformers_version": _TRANSFORMERS_VERSION,
+    }
+    _write_json(os.path.join(out, "config.json"), config)
+    shapes = vit.ViTModel(vit.ViTSettings.from_config(config)).shapes()
     leaf = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)  # noqa: E731
     shapes["pooler"] = {"dense": {"kernel": leaf(_WIDTH, _WIDTH), "bias": leaf(_WIDTH)}}
     write_model(out, random_params(shapes, seed), "transformers", "model")
@@ -367,8 +429,6 @@ SCHEDULER_CONFIG = {
 
 
 def write_sd_inpaint(out: str, seed: int) -> None:
-    from transformers import CLIPTextConfig
-
     from regionedit_jax.nn import clip as clip_nn
     from regionedit_jax.nn import unet, vae
 
@@ -398,9 +458,16 @@ def write_sd_inpaint(out: str, seed: int) -> None:
         write_model(
             os.path.join(out, sub), random_params(shapes, seed + hash_name(sub)), "diffusers", "diffusion_pytorch_model"
         )
-    text_config = CLIPTextConfig(**_clip_text_config(architectures=["CLIPTextModel"]))
-    text_config.save_pretrained(os.path.join(out, "text_encoder"))
-    text_shapes = clip_nn.ClipTextModel(clip_nn.TextSettings.from_config(text_config.to_dict())).shapes()
+    text_config = _clip_text_config(
+        architectures=["CLIPTextModel"],
+        bos_token_id=49406,
+        eos_token_id=49407,
+        model_type="clip_text_model",
+        projection_dim=512,
+        transformers_version=_TRANSFORMERS_VERSION,
+    )
+    _write_json(os.path.join(out, "text_encoder", "config.json"), text_config)
+    text_shapes = clip_nn.ClipTextModel(clip_nn.TextSettings.from_config(text_config)).shapes()
     write_model(
         os.path.join(out, "text_encoder"), random_params(text_shapes, seed + hash_name("text")), "transformers", "model"
     )

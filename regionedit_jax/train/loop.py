@@ -193,7 +193,7 @@ def _panel(trainer: Trainer, local: dict[str, np.ndarray], preview: dict[str, ja
     n = trainer.config.train.panel_images
     edited, mask = _local_rows(preview["edited"], n), _local_rows(preview["mask"], n)
     n = len(edited)
-    texts = trainer.model.t5.tokenizer.batch_decode(local["t5_ids"][:n], skip_special_tokens=True)
+    texts = trainer.model.t5.tokenizer.decode(local["t5_ids"][:n])
     return writers.panel(local["image"][:n], mask, edited, texts)
 
 

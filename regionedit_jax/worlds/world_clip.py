@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from regionedit_jax import outputs
-from regionedit_jax.towers import clip, text, tiny
+from regionedit_jax.towers import clip, tiny
 from regionedit_jax.worlds import edits, render, scenes
 
 FORMAT = 1
@@ -338,9 +338,7 @@ def _inputs(tower: clip.Clip, batch: Batch, region_weight: float) -> dict[str, n
     ids, mask = tower.tokenize(texts)
     inputs = {"tokens": batch.tokens, "ids": ids, "mask": mask, "same": same_text(texts, len(batch.captions))}
     if region_weight:
-        inputs["phrase_ids"], inputs["phrase_mask"] = text.tokenize(
-            tower.tokenizer, batch.phrases, _PHRASE_LENGTH, "CLIP"
-        )
+        inputs["phrase_ids"], inputs["phrase_mask"] = tower.tokenizer(batch.phrases, _PHRASE_LENGTH)
         inputs["phrase_same"] = same_text(batch.phrases, len(batch.phrases)) & (np.asarray(batch.phrases) != "")
     return inputs
 
