@@ -52,3 +52,20 @@ def test_requirements_are_lower_bounds_without_torch_transformers_or_diffusers()
         assert operators == {">="}, f"{name}: {names[name].specifier}"
     assert {r.name for r in extras["reference"]} == {"torch", "transformers", "diffusers"}
     assert all("jax" == r.name and r.extras for r in extras["gpu"] + extras["tpu"])
+
+
+def test_towers_load_without_torch_transformers_or_diffusers(tmp_path):
+    """Writing the tiny bundle and loading every tower imports none of the PyTorch-world libraries."""
+    script = f"""
+import sys
+from regionedit_jax.towers import clip, dino, sd_inpaint, t5, tiny
+bundle = tiny.write_bundle({str(tmp_path / "bundle")!r}, seed=0)
+towers = [clip.load(bundle + "/clip"), t5.load(bundle + "/t5"), dino.load(bundle + "/dino")]
+sd = sd_inpaint.load(bundle + "/sd_inpaint")
+towers[0].tokenize(["a cat"]), towers[1].tokenize(["a cat"]), sd.tokenize(["a cat"])
+print(sorted(m for m in ("torch", "transformers", "diffusers") if m in sys.modules))
+"""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -72,7 +72,7 @@ class ClipSizes:
     position_scale: float = 3.0  # the sin-cos init's amplitude
 
     def config(self, image_size: int):
-        """The transformers ``CLIPConfig`` for images of ``image_size`` pixels."""
+        """The CLIP ``config.json`` (transformers' layout) for images of ``image_size`` pixels."""
         if image_size % self.patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:
