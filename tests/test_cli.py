@@ -116,6 +116,8 @@ CASES = [
     ("evaluate.py", ["--workdir={tmp}/file/eval"], "is a file, so the folder cannot be made"),
     ("prepare_data.py", ["--source=samples", "--out={tmp}/file"], "--out '{tmp}/file' exists and is not a folder"),
     ("prepare_data.py", [], "give --source"),
+    ("benchmark_full_size.py", ["--parts=lod"], "--parts takes load and torch; got ['lod']"),
+    ("benchmark_full_size.py", ["--steps=0"], "--steps must be >= 1"),
     ("prepare_data.py", ["--source=samples", "--max_side=0"], "--max_side 0: must be an integer >= 8"),
     ("prepare_data.py", ["--source=samples", "--limit=-1"], "--limit -1: must be an integer >= 1, or unset"),
     ("prepare_data.py", ["--source=jsonl:{tmp}/file"], "no records were written: 1 input pairs, rejected as"),
@@ -134,7 +136,13 @@ CASES = [
     ("edit.py", ["--image=sample:cat", "--instruction=add a hat", "--threshold=0"], "--threshold 0"),
     ("edit.py", ["--image=sample:cat", "--instruction=add a hat", "--batch_size=0"], "--batch_size 0"),
 ]
-OUT_FLAG = {"train.py": "--workdir", "prepare_data.py": "--out", "evaluate.py": "--workdir", "edit.py": "--out"}
+OUT_FLAG = {
+    "train.py": "--workdir",
+    "prepare_data.py": "--out",
+    "evaluate.py": "--workdir",
+    "edit.py": "--out",
+    "benchmark_full_size.py": "--folder",
+}
 
 
 @pytest.mark.parametrize("script, args, message", CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])

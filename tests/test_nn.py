@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTextConfig, CLIPVisionConfig
 
+from regionedit_jax import benchmark_full_size
 from regionedit_jax.nn import attention, clip, settings, t5, unet, vae, vit
 from regionedit_jax.towers import clip as clip_tower
 from regionedit_jax.towers import files, tiny
@@ -249,45 +250,14 @@ def test_vit_refuses_pixels_of_another_size():
 
 # SD UNet and VAE --------------------------------------------------------------------------------
 
-SD15_UNET = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
+SD15_UNET = {**benchmark_full_size.SD15_UNET, "in_channels": 4}  # the text-to-image UNet
 SD2_UNET = {
     **SD15_UNET,
     "attention_head_dim": [5, 10, 20, 20],
     "cross_attention_dim": 1024,
     "use_linear_projection": True,
 }
-SD_VAE = {
-    "_class_name": "AutoencoderKL",
-    "act_fn": "silu",
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3,
-    "latent_channels": 4,
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "out_channels": 3,
-    "sample_size": 512,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
+SD_VAE = benchmark_full_size.SD15_VAE
 
 
 def parameter_count(tree) -> int:
@@ -301,8 +271,9 @@ def parameter_count(tree) -> int:
         (lambda: unet.UNet(unet.UNetSettings.from_config({**SD15_UNET, "in_channels": 9})), 859_535_364),  # inpainting
         (lambda: unet.UNet(unet.UNetSettings.from_config(SD2_UNET)), 865_910_724),  # SD 2.x
         (lambda: vae.AutoencoderKL(vae.VAESettings.from_config(SD_VAE)), 83_653_863),  # SD's VAE
+        (lambda: clip.ClipTextModel(clip.TextSettings.from_config(benchmark_full_size.SD15_TEXT)), 123_060_480),
     ],
-    ids=["sd15_unet", "sd15_inpainting_unet", "sd2_unet", "sd_vae"],
+    ids=["sd15_unet", "sd15_inpainting_unet", "sd2_unet", "sd_vae", "sd15_text_encoder"],
 )
 def test_real_configs_build_the_published_parameter_counts(module, expected):
     assert parameter_count(module().shapes()) == expected

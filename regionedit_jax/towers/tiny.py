@@ -428,7 +428,15 @@ SCHEDULER_CONFIG = {
 }
 
 
-def write_sd_inpaint(out: str, seed: int) -> None:
+def write_sd_inpaint(
+    out: str,
+    seed: int,
+    unet_config: dict[str, Any] | None = None,
+    vae_config: dict[str, Any] | None = None,
+    text_config: dict[str, Any] | None = None,
+) -> None:
+    """Writes a random SD inpainting pipeline folder; the configs default to the tiny ones (pass
+    SD 1.5's for a full-size folder: ``regionedit_jax.benchmark_full_size``)."""
     from regionedit_jax.nn import clip as clip_nn
     from regionedit_jax.nn import unet, vae
 
@@ -448,23 +456,27 @@ def write_sd_inpaint(out: str, seed: int) -> None:
             "vae": ["diffusers", "AutoencoderKL"],
         },
     )
+    unet_config, vae_config = unet_config or UNET_CONFIG, vae_config or VAE_CONFIG
     modules = {
-        "unet": unet.UNet(unet.UNetSettings.from_config(UNET_CONFIG)),
-        "vae": vae.AutoencoderKL(vae.VAESettings.from_config(VAE_CONFIG)),
+        "unet": unet.UNet(unet.UNetSettings.from_config(unet_config)),
+        "vae": vae.AutoencoderKL(vae.VAESettings.from_config(vae_config)),
     }
-    for sub, config in (("unet", UNET_CONFIG), ("vae", VAE_CONFIG)):
+    for sub, config in (("unet", unet_config), ("vae", vae_config)):
         _write_json(os.path.join(out, sub, "config.json"), {**config, **version})
         shapes = modules[sub].shapes()
         write_model(
             os.path.join(out, sub), random_params(shapes, seed + hash_name(sub)), "diffusers", "diffusion_pytorch_model"
         )
     text_config = _clip_text_config(
-        architectures=["CLIPTextModel"],
-        bos_token_id=49406,
-        eos_token_id=49407,
-        model_type="clip_text_model",
-        projection_dim=512,
-        transformers_version=_TRANSFORMERS_VERSION,
+        **{
+            "architectures": ["CLIPTextModel"],
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "model_type": "clip_text_model",
+            "projection_dim": 512,
+            "transformers_version": _TRANSFORMERS_VERSION,
+            **(text_config or {}),
+        }
     )
     _write_json(os.path.join(out, "text_encoder", "config.json"), text_config)
     text_shapes = clip_nn.ClipTextModel(clip_nn.TextSettings.from_config(text_config)).shapes()
