@@ -30,7 +30,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.10",  # tfds.data_source readers only: no TensorFlow needed
     "datasets>=4.8.5",
     "numpy>=2.4,<3",
-    "pillow>=13.0.0",
+    "pillow>=12.0",  # gradio 6 asks for < 13
     "scikit-image",
     "scikit-learn",
     "matplotlib",
@@ -41,8 +41,19 @@ EXTRAS_REQUIRE = {
     "gpu": [f"jax[cuda13]>={JAX}"],  # NVIDIA driver >= 580
     "gpu-cuda12": [f"jax[cuda12]>={JAX}"],  # older drivers
     "tpu": [f"jax[tpu]>={JAX}"],
-    # transformers is the tests' independent reference for tokenizers and config defaults.
-    "test": ["pytest>=9,<10", "ruff==0.17.6", "transformers>=5.25,<6"],
+    # The web demo (launch/serve.py).
+    "demo": ["gradio>=6.31,<7"],
+    # transformers is the tests' independent reference for tokenizers and config defaults; the demo
+    # is tested through gradio_client, and the notebook is executed with nbclient.
+    "test": [
+        "pytest>=9,<10",
+        "ruff==0.17.6",
+        "transformers>=5.25,<6",
+        "gradio>=6.31,<7",
+        "nbclient>=0.10",
+        "ipykernel>=6",
+        "nbformat>=5",
+    ],
     # Only for tests/make_torch_reference.py, which writes the committed reference outputs.
     "reference": ["torch==2.13.0", "transformers>=5.25,<6", "diffusers>=0.42.1"],
 }

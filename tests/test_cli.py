@@ -117,6 +117,8 @@ CASES = [
     ("prepare_data.py", ["--source=samples", "--out={tmp}/file"], "--out '{tmp}/file' exists and is not a folder"),
     ("prepare_data.py", [], "give --source"),
     ("benchmark_full_size.py", ["--parts=lod"], "--parts takes load and torch; got ['lod']"),
+    ("serve.py", ["--port=80"], "--port 80: must be between 1024 and 65535"),
+    ("serve.py", ["--out={tmp}/file"], "--out '{tmp}/file' exists and is not a folder"),
     ("benchmark_full_size.py", ["--steps=0"], "--steps must be >= 1"),
     ("prepare_data.py", ["--source=samples", "--max_side=0"], "--max_side 0: must be an integer >= 8"),
     ("prepare_data.py", ["--source=samples", "--limit=-1"], "--limit -1: must be an integer >= 1, or unset"),
@@ -141,6 +143,7 @@ OUT_FLAG = {
     "prepare_data.py": "--out",
     "evaluate.py": "--workdir",
     "edit.py": "--out",
+    "serve.py": "--out",
     "benchmark_full_size.py": "--folder",
 }
 
