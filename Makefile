@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo benchmark shapes lint test clean
+.PHONY: demo benchmark shapes lint test browser clean
 
 $(STAMP): setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest -q tests
+
+# Headless Chromium for the web demo's browser test (Debian packages; needs root). Without it
+# that test is skipped with a message.
+browser:
+	@command -v chromedriver >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 clean:
 	rm -rf $(VENV) runs

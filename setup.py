@@ -53,6 +53,7 @@ EXTRAS_REQUIRE = {
         "nbclient>=0.10",
         "ipykernel>=6",
         "nbformat>=5",
+        "selenium>=4.20",
     ],
     # Only for tests/make_torch_reference.py, which writes the committed reference outputs.
     "reference": ["torch==2.13.0", "transformers>=5.25,<6", "diffusers>=0.42.1"],

@@ -139,22 +139,27 @@ def build_app(service: EditService, title: str = "Region edit"):
         with gr.Row():
             with gr.Column():
                 sample = gr.Dropdown(sorted(service.samples), label="Sample photo", value=None)
-                photo = gr.File(label="Photo (PNG, JPEG, WebP, ...)", file_types=["image"], type="filepath")
-                preview = gr.Image(label="The photo", interactive=False)
-                instruction = gr.Textbox(label="Instruction", placeholder="replace the cookies with candles")
+                photo = gr.File(
+                    label="Photo (PNG, JPEG, WebP, ...)", file_types=["image"], type="filepath", elem_id="photo"
+                )
+                preview = gr.Image(label="The photo", interactive=False, height=240, elem_id="preview")
+                instruction = gr.Textbox(
+                    label="Instruction", placeholder="replace the cookies with candles", elem_id="instruction"
+                )
                 with gr.Accordion("Settings", open=False):
                     steps = gr.Slider(1, 100, value=int(config.generator.num_steps), step=1, label="Steps")
                     guidance = gr.Slider(0.0, 20.0, value=float(config.generator.guidance_scale), label="Guidance")
                     threshold = gr.Slider(0.01, 0.99, value=float(config.region.threshold), label="Region threshold")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 own = gr.ImageMask(type="numpy", label="Your own region (optional): paint over what to repaint")
-                button = gr.Button("Edit", variant="primary")
+                button = gr.Button("Edit", variant="primary", elem_id="edit")
             with gr.Column():
-                edited = gr.Image(label="Edited", format="png")
-                overlay = gr.Image(label="Region over the photo")
-                probability = gr.Image(label="Edit probability (orange = edit)")
+                edited = gr.Image(label="Edited", format="png", height=360, elem_id="edited")
+                with gr.Row():
+                    overlay = gr.Image(label="Region over the photo", height=240)
+                    probability = gr.Image(label="Edit probability (orange = edit)", height=240)
                 download = gr.File(label="Download the edited PNG")
-                details = gr.JSON(label="Details")
+                details = gr.JSON(label="Details", elem_id="details")
         sample.change(answer(pick), sample, [photo, instruction, preview, own], api_name=False)
         photo.upload(answer(show), photo, [preview, own], api_name=False)
         inputs = [photo, instruction, own, steps, guidance, threshold, seed]

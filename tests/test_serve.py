@@ -2,6 +2,8 @@
 gradio_client (an edit, a bad upload, two requests at once) and by headless Chromium."""
 
 import concurrent.futures
+import os
+import shutil
 import socket
 
 import numpy as np
@@ -9,6 +11,8 @@ import pytest
 from PIL import Image
 
 from regionedit_jax import serve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 gradio_client = pytest.importorskip("gradio_client")
 # gradio's queue calls pandas options that pandas 3 deprecates.
@@ -110,3 +114,38 @@ def test_painted_region_is_the_mask():
     assert mask.shape == (20, 24) and mask[4:10, 6:14].all() and mask.sum() == 6 * 8
     assert serve.painted_region({"layers": [np.zeros((10, 12, 4), np.uint8)]}, (10, 12)) is None
     assert serve.painted_region(None, (10, 12)) is None
+
+
+ARTIFACTS = os.environ.get("REGIONEDIT_TEST_ARTIFACTS", os.path.join(ROOT, "runs", "test-artifacts"))
+
+
+def test_in_headless_chromium(server, photo_path):
+    """Load the page, upload a photo, type, press Edit, wait for the edited image; keep a screenshot."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver_path):
+        pytest.skip("headless Chromium is not installed: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        driver.get(server[0])
+        wait = WebDriverWait(driver, 120)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#photo input[type=file]"))).send_keys(photo_path)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#preview img")))
+        driver.find_element(By.CSS_SELECTOR, "#instruction textarea").send_keys("make the sky purple")
+        driver.find_element(By.CSS_SELECTOR, "#edit").click()
+        edited = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#edited img")))
+        assert edited.get_attribute("src")
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#details"), "predicted"))
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        driver.save_screenshot(os.path.join(ARTIFACTS, "serve_edit.png"))
+    finally:
+        driver.quit()
+    assert os.path.getsize(os.path.join(ARTIFACTS, "serve_edit.png")) > 10_000
