@@ -446,3 +446,18 @@ def test_a_signal_saves_and_the_rerun_continues(
     assert step == RESUME_STEPS
     for name, value in tw.flat_params(params).items():
         np.testing.assert_array_equal(value, uninterrupted.flat[name], err_msg=name)
+
+
+def test_scalars_read_back_from_the_event_files(tmp_path):
+    from regionedit_jax.train import writers
+
+    writer = writers.MetricWriter(str(tmp_path), enabled=True)
+    for step in (1, 2, 3):
+        writer.scalars(step, {"total": 1.0 / step, "grad_norm": float(step)})
+    writer.scalars(2, {"total": 0.25})  # a resumed run writes step 2 again
+    writer.image(3, "panel", np.zeros((4, 4, 3), np.uint8))
+    writer.close()
+    scalars = writers.read_scalars(str(tmp_path))
+    assert scalars["total"] == [(1, 1.0), (2, 0.25), (3, pytest.approx(1 / 3))]
+    assert scalars["grad_norm"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert writers.read_scalars(str(tmp_path / "missing")) == {}

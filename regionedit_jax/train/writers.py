@@ -6,6 +6,9 @@ every process prints nothing itself (the loop prints the progress line on proces
 
 from __future__ import annotations
 
+import glob
+import os
+import struct
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -44,6 +47,28 @@ class MetricWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of the event files in ``logdir``: name -> [(step, value)] sorted by step (a step
+    written twice, as after a resume, keeps its last value). A record still being written is skipped."""
+    from tensorboardX.proto import event_pb2
+
+    found: dict[str, dict[int, float]] = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):  # TFRecord framing: length, its CRC, the event, its CRC
+            (length,) = struct.unpack_from("<Q", data, pos)
+            if pos + 12 + length + 4 > len(data):
+                break
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    found.setdefault(value.tag, {})[event.step] = value.simple_value
+    return {tag: sorted(steps.items()) for tag, steps in found.items()}
 
 
 def panel(
