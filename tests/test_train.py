@@ -372,7 +372,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     with pytest.raises(loop.TrainingDiverged, match=rf"step {caught_at}: .*'total': nan.* is not finite") as err:
         run_capturing(config, workdir, towers, poison)
     print(f"\n{err.value}")
-    assert "last good checkpoint is kept" in str(err.value)
+    assert "last good checkpoint is kept" in str(err.value) and "--config.train.init_checkpoint" in str(err.value)
     assert saved_steps(workdir) == [3]
     params, step = checkpoints.restore_params(str(workdir / "checkpoints"), uninterrupted.params)
     assert step == 3

@@ -67,8 +67,9 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
     bad = {k: metrics[k] for k in ("total", "grad_norm") if not np.isfinite(metrics[k])}
     if bad:
         raise TrainingDiverged(
-            f"step {step}: {bad} is not finite; stopping. The last good checkpoint is kept; "
-            "lower optimizer.lr or raise optimizer.grad_clip's strictness and resume."
+            f"step {step}: {bad} is not finite; stopping. The last good checkpoint is kept. A resume "
+            "keeps the optimizer settings, so start a new workdir from it with a lower optimizer.lr "
+            "or a smaller optimizer.grad_clip: --config.train.init_checkpoint=WORKDIR/checkpoints."
         )
 
 
