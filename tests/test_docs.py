@@ -54,10 +54,12 @@ def _launcher_flags(script: str) -> set[str]:
 
 def _config_keys(spec: str) -> set[str]:
     """Every dotted key of the config file ``spec`` (path[:arg])."""
-    from ml_collections import config_flags
+    import importlib.util
 
     path, _, arg = spec.partition(":")
-    module = config_flags.config_flags._LoadConfigModule("docs", os.path.join(ROOT, path))
+    loader = importlib.util.spec_from_file_location("docs_config", os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
     config = module.get_config(arg) if arg else module.get_config()
     keys: set[str] = set()
 
