@@ -99,6 +99,21 @@ def test_attention_matches_jax_with_mask_bias_and_scale():
         np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=str(sorted(kwargs)))
 
 
+def test_long_self_attention_runs_in_blocks_with_the_same_values_and_gradients():
+    """2048 queries and keys take the blocked path (online softmax); jax.nn is the reference."""
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((1, 2048, 2, 8)), jnp.float32) for _ in range(3))
+    assert attention._blocks(2048, 2048) and not attention._blocks(2048, 77) and not attention._blocks(1024, 1024)
+    ours = jax.jit(lambda q, k, v: attention.dot_product_attention(q, k, v, scale=0.7, implementation="xla"))
+    theirs = jax.jit(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.7, implementation="xla"))
+    np.testing.assert_allclose(ours(q, k, v), theirs(q, k, v), atol=1e-5)
+    loss = lambda fn: jax.grad(lambda q, k, v: (fn(q, k, v) ** 2).sum(), argnums=(0, 1, 2))  # noqa: E731
+    for a, b in zip(jax.jit(loss(ours))(q, k, v), jax.jit(loss(theirs))(q, k, v)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    np.testing.assert_allclose(ours(*half).astype(jnp.float32), theirs(*half).astype(jnp.float32), atol=2e-2)
+
+
 def test_legacy_configs_pool_at_the_highest_id():
     """Configs written before transformers 4.31 say eos_token_id 2 and pool at the argmax id."""
     shape = clip.TextSettings(vocab_size=50, width=8, mlp=16, depth=1, heads=2, max_length=6)
