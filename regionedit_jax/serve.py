@@ -57,12 +57,12 @@ def painted_region(editor_value: Any, shape: tuple[int, int]) -> np.ndarray | No
 class EditService:
     """Runs one edit for the app; every user error becomes a ``ValueError`` with one line."""
 
-    def __init__(self, editor: Editor, out_dir: str | None = None):
+    def __init__(self, editor: Editor, out_dir: str | None = None, keep: int = 200):
         self.editor = editor
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="regionedit_serve_")
         os.makedirs(self.out_dir, exist_ok=True)
         self.samples = {s.id: s for s in samples_lib.load_samples()}
-        self.count = 0
+        self.count, self.keep = 0, keep  # the newest ``keep`` edited PNGs stay on disk
 
     def sample(self, sample_id: str) -> tuple[str, str]:
         """A bundled photo (written once as a PNG) and its first instruction."""
@@ -95,8 +95,11 @@ class EditService:
         mask = painted_region(own, source.shape[:2])
         result = self.editor.edit(source, instruction or "", mask=mask, **settings)
         self.count += 1
-        path = os.path.join(self.out_dir, f"edited_{self.count:05d}.png")
+        path = os.path.join(self.out_dir, f"edited_{self.count:06d}.png")
         Image.fromarray(result.image).save(path)
+        stale = os.path.join(self.out_dir, f"edited_{self.count - self.keep:06d}.png")
+        if self.count > self.keep and os.path.isfile(stale):  # a long-running server does not fill the disk
+            os.remove(stale)
         details = {
             "instruction": result.instruction,
             "source caption": result.source_caption,

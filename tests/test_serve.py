@@ -107,6 +107,18 @@ def test_two_requests_at_once_both_finish(server, photo_path):
     assert a.shape == b.shape
 
 
+def test_the_service_keeps_only_the_newest_files(editor, photo_path, tmp_path):
+    service = serve.EditService(editor, out_dir=str(tmp_path / "out"), keep=2)
+    for seed in range(4):
+        *_, path, details = service.edit(photo_path, "add a hat", None, 4, 7.5, 0.5, seed)
+    assert sorted(os.listdir(tmp_path / "out")) == ["edited_000003.png", "edited_000004.png"]
+    assert os.path.basename(path) == "edited_000004.png" and details["region"] == "predicted"
+    with pytest.raises(ValueError, match="no photo"):
+        service.edit(None, "add a hat", None, 4, 7.5, 0.5, 0)
+    with pytest.raises(ValueError, match="--steps 0"):
+        service.edit(photo_path, "add a hat", None, 0, 7.5, 0.5, 0)
+
+
 def test_painted_region_is_the_mask():
     layer = np.zeros((10, 12, 4), np.uint8)
     layer[2:5, 3:7, 3] = 255
