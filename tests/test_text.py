@@ -116,9 +116,11 @@ def test_bad_input_and_bad_files(folders, tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(files.TowerFilesError, match="no tokenizer.json and no vocab.json"):
+    with pytest.raises(files.TowerFilesError, match=r"has no tokenizer.json or vocab.json \(the CLIP BPE tokenizer\)"):
         text.load_clip(str(empty), "CLIP")
-    with pytest.raises(files.TowerFilesError, match="neither tokenizer.json nor spiece.model"):
+    with pytest.raises(
+        files.TowerFilesError, match=r"has no tokenizer.json or spiece.model \(the SentencePiece tokenizer\)"
+    ):
         text.load_t5(str(empty), "T5")
     (empty / "spiece.model").write_bytes(b"\x93not a model")
     with pytest.raises(text.TokenizerError, match="is not a SentencePiece model"):

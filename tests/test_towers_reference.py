@@ -104,9 +104,8 @@ def _current_layout(bundle: str, saved: dict, out: str) -> str:
     """The bundle as transformers 5 / diffusers 0.4x save it: their config and tokenizer files (CLIP's
     49k vocabulary and merges are taken from the bundle, the fixture leaves them out), the same
     weight files, no ``vocab.json`` / ``merges.txt`` / ``spiece.model``."""
-    towers = {"clip": "clip", "t5": "t5", "dino": "dino", "sd_inpaint": "sd_inpaint"}
-    for sub in ("text_encoder", "tokenizer", "unet", "vae", "scheduler"):
-        towers[f"sd_inpaint/{sub}"] = f"sd_inpaint/{sub}"
+    subs = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
+    towers = {"clip", "t5", "dino", "sd_inpaint", *(f"sd_inpaint/{sub}" for sub in subs)}
     for rel in towers:
         os.makedirs(os.path.join(out, rel), exist_ok=True)
     for rel, what in saved.items():

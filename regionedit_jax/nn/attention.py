@@ -52,11 +52,11 @@ def dot_product_attention(
             query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
         )
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    if mask is None and bias is None and _blocks(query.shape[1], key.shape[1]):
-        return _blocked(query * jnp.asarray(scale, query.dtype), key, value, *_blocks(query.shape[1], key.shape[1]))
-    logits = jnp.einsum(
-        "bqhd,bkhd->bhqk", query * jnp.asarray(scale, query.dtype), key, preferred_element_type=jnp.float32
-    )
+    query = query * jnp.asarray(scale, query.dtype)
+    blocks = _blocks(query.shape[1], key.shape[1])
+    if mask is None and bias is None and blocks:
+        return _blocked(query, key, value, *blocks)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if mask is not None:

@@ -109,7 +109,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, at
     """
     folder = files.resolve(name_or_path, "CLIP")
     config = files.read_config(folder, "CLIP", key="model_type", allowed=["clip"])
-    files.require_file(folder, ["tokenizer.json", "vocab.json"], "CLIP", "the CLIP BPE tokenizer")
+    tokenizer = text.load_clip(folder, "CLIP")  # a missing tokenizer is reported before the weights load
     settings = files.settings(clip_nn.ClipSettings.from_config, config, "CLIP", folder)
     module = clip_nn.ClipModel(settings, Compute(dtype, dtype, attention))
     params = convert.load_params(
@@ -125,7 +125,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT, dtype: Any = jnp.float32, at
     return Clip(
         module=module,
         params=params,
-        tokenizer=text.load_clip(folder, "CLIP"),
+        tokenizer=tokenizer,
         dtype=dtype,
         dim=settings.projection_dim,
         image_size=settings.vision.image_size,

@@ -179,6 +179,13 @@ def load(
     vae = vae_nn.AutoencoderKL(
         files.settings(vae_nn.VAESettings.from_config, vae_config, f"{what} vae/", vae_dir), compute
     )
+    # The small files first: a missing tokenizer or scheduler is reported before the weights load.
+    tok_dir = os.path.join(folder, "tokenizer")
+    tokenizer = text.load_clip(tok_dir, f"{what} tokenizer/")
+    sched_dir = os.path.join(folder, "scheduler")
+    sched_path = files.require_file(
+        sched_dir, ["scheduler_config.json"], f"{what} scheduler/", "the scheduler's training constants"
+    )
     unet_params, vae_params = _weights(folder, "unet", unet, dtype), _weights(folder, "vae", vae, dtype)
 
     text_dir = os.path.join(folder, "text_encoder")
@@ -194,12 +201,6 @@ def load(
         naming="transformers",
         dtype=dtype,
         ignore=[r"position_ids$"],
-    )
-    tok_dir = os.path.join(folder, "tokenizer")
-    tokenizer = text.load_clip(tok_dir, f"{what} tokenizer/")
-    sched_dir = os.path.join(folder, "scheduler")
-    sched_path = files.require_file(
-        sched_dir, ["scheduler_config.json"], f"{what} scheduler/", "the scheduler's training constants"
     )
     return SDInpaint(
         unet_module=unet,

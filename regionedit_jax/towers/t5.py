@@ -70,7 +70,7 @@ def load(
     """
     folder = files.resolve(name_or_path, "T5")
     config = files.read_config(folder, "T5", key="model_type", allowed=["t5"])
-    files.require_file(folder, ["tokenizer.json", "spiece.model"], "T5", "the SentencePiece tokenizer")
+    tokenizer = text.load_t5(folder, "T5")  # a missing tokenizer is reported before the weights load
     settings = files.settings(t5_nn.T5Settings.from_config, config, "T5", folder)
     module = t5_nn.T5Encoder(settings, Compute(dtype, dtype, attention))
     params = convert.load_params(
@@ -79,7 +79,7 @@ def load(
     return T5(
         module=module,
         params=params,
-        tokenizer=text.load_t5(folder, "T5"),
+        tokenizer=tokenizer,
         dtype=dtype,
         dim=settings.width,
         max_length=max_length,

@@ -23,7 +23,7 @@ from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers,
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, Unigram
 
-from regionedit_jax.towers.files import TowerFilesError
+from regionedit_jax.towers import files
 
 # CLIP's pre-tokenizer: contractions, letter runs, single digits, other non-space runs.
 _CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -32,7 +32,7 @@ T5_SPECIALS = {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"}
 T5_EXTRA_IDS = 100
 
 
-class TokenizerError(TowerFilesError):
+class TokenizerError(files.TowerFilesError):
     """A tokenizer's files are missing, unreadable or inconsistent."""
 
 
@@ -107,16 +107,11 @@ class TextEncoder:
 
 def load_clip(folder: str, what: str) -> Tokenizer:
     """CLIP's byte-level BPE from ``tokenizer.json`` or ``vocab.json`` + ``merges.txt``."""
-    specials = _special_tokens(folder, CLIP_SPECIALS, what)
-    if os.path.isfile(os.path.join(folder, "tokenizer.json")):
-        return Tokenizer(_clip_decoder(_read_tokenizer_json(folder, what)), specials["pad"], what)
-    vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
-    for path in (vocab_path, merges_path):
-        if not os.path.isfile(path):
-            raise TokenizerError(
-                f"{what}: {folder!r} has no tokenizer.json and no {os.path.basename(path)}; the CLIP "
-                "tokenizer needs tokenizer.json, or vocab.json and merges.txt."
-            )
+    path = files.require_file(folder, ["tokenizer.json", "vocab.json"], what, "the CLIP BPE tokenizer")
+    specials = _special_tokens(folder, _read_config(folder, what), CLIP_SPECIALS, what)
+    if os.path.basename(path) == "tokenizer.json":
+        return Tokenizer(_clip_decoder(_read_tokenizer_json(path, what)), specials["pad"], what)
+    merges_path = files.require_file(folder, ["merges.txt"], what, "the BPE merges that go with vocab.json")
     try:
         with open(merges_path, encoding="utf-8") as f:
             lines = [line for line in f.read().split("\n") if line and not line.startswith("#version")]
@@ -125,21 +120,18 @@ def load_clip(folder: str, what: str) -> Tokenizer:
     merges = [tuple(line.split()) for line in lines]
     if any(len(m) != 2 for m in merges):
         raise TokenizerError(f"{what}: {merges_path!r} is not a BPE merges file (two symbols per line).")
-    backend = clip_backend(_read_json(vocab_path, what), merges, specials, what)
+    backend = clip_backend(_read_json(path, what), merges, specials, what)
     return Tokenizer(_clip_decoder(backend), specials["pad"], what)
 
 
 def load_t5(folder: str, what: str) -> Tokenizer:
     """T5's SentencePiece unigram from ``tokenizer.json`` or ``spiece.model`` (plus its sentinels)."""
-    specials = _special_tokens(folder, T5_SPECIALS, what)
-    if os.path.isfile(os.path.join(folder, "tokenizer.json")):
-        return Tokenizer(_read_tokenizer_json(folder, what), specials["pad"], what)
-    path = os.path.join(folder, "spiece.model")
-    if not os.path.isfile(path):
-        raise TokenizerError(
-            f"{what}: {folder!r} has neither tokenizer.json nor spiece.model; the T5 tokenizer needs one of them."
-        )
-    extra_ids = int(_read_config(folder, what).get("extra_ids", T5_EXTRA_IDS))
+    path = files.require_file(folder, ["tokenizer.json", "spiece.model"], what, "the SentencePiece tokenizer")
+    config = _read_config(folder, what)
+    specials = _special_tokens(folder, config, T5_SPECIALS, what)
+    if os.path.basename(path) == "tokenizer.json":
+        return Tokenizer(_read_tokenizer_json(path, what), specials["pad"], what)
+    extra_ids = int(config.get("extra_ids", T5_EXTRA_IDS))
     return Tokenizer(t5_backend(path, extra_ids, specials, what), specials["pad"], what)
 
 
@@ -237,8 +229,7 @@ def _read_json(path: str, what: str) -> Any:
         raise TokenizerError(f"{what}: cannot read {path!r} ({e}).") from None
 
 
-def _read_tokenizer_json(folder: str, what: str) -> Backend:
-    path = os.path.join(folder, "tokenizer.json")
+def _read_tokenizer_json(path: str, what: str) -> Backend:
     try:
         backend = Backend.from_file(path)
     except Exception as e:  # the Rust side raises a bare Exception
@@ -253,17 +244,16 @@ def _read_config(folder: str, what: str) -> dict[str, Any]:
     return _read_json(path, what) if os.path.isfile(path) else {}
 
 
-def _special_tokens(folder: str, defaults: dict[str, str], what: str) -> dict[str, str]:
-    """{"pad": ..., "eos": ...}: ``tokenizer_config.json``, then ``special_tokens_map.json``, then defaults."""
+def _special_tokens(folder: str, config: dict[str, Any], defaults: dict[str, str], what: str) -> dict[str, str]:
+    """{"pad": ..., "eos": ...}: ``tokenizer_config.json`` (``config``), then ``special_tokens_map.json``,
+    then defaults."""
     found = dict(defaults)
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the later file wins
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            data = _read_json(path, what)
-            for key in defaults:
-                value = data.get(f"{key}_token")
-                if isinstance(value, dict):  # older files: {"content": ..., "lstrip": ...}
-                    value = value.get("content")
-                if isinstance(value, str):
-                    found[key] = value
+    token_map = os.path.join(folder, "special_tokens_map.json")
+    for data in (_read_json(token_map, what) if os.path.isfile(token_map) else {}, config):  # the later wins
+        for key in defaults:
+            value = data.get(f"{key}_token")
+            if isinstance(value, dict):  # older files: {"content": ..., "lstrip": ...}
+                value = value.get("content")
+            if isinstance(value, str):
+                found[key] = value
     return found
