@@ -26,6 +26,9 @@ def main(argv):
         raise ValueError(f"--parts takes load and torch; got {sorted(unknown)}")
     if _STEPS.value < 1 or _SIZE.value < 64 or _SIZE.value % 64:
         raise ValueError(f"--steps must be >= 1 and --size a multiple of 64; got {_STEPS.value} and {_SIZE.value}")
+    from regionedit_jax import outputs
+
+    outputs.check_folder(_FOLDER.value, "--folder")
     folder = benchmark_full_size.write_folder(_FOLDER.value)
     if "load" in _PARTS.value:
         benchmark_full_size.time_load(folder)

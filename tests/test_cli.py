@@ -120,6 +120,7 @@ CASES = [
     ("serve.py", ["--port=80"], "--port 80: must be between 1024 and 65535"),
     ("serve.py", ["--out={tmp}/file"], "--out '{tmp}/file' exists and is not a folder"),
     ("benchmark_full_size.py", ["--steps=0"], "--steps must be >= 1"),
+    ("benchmark_full_size.py", ["--folder={tmp}/file"], "--folder '{tmp}/file' exists and is not a folder"),
     ("prepare_data.py", ["--source=samples", "--max_side=0"], "--max_side 0: must be an integer >= 8"),
     ("prepare_data.py", ["--source=samples", "--limit=-1"], "--limit -1: must be an integer >= 1, or unset"),
     ("prepare_data.py", ["--source=jsonl:{tmp}/file"], "no records were written: 1 input pairs, rejected as"),
